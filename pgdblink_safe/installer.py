@@ -1,0 +1,298 @@
+"""Install, inspect and remove the toolkit in a database through a psycopg connection."""
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.pq import TransactionStatus
+
+from pgdblink_safe.errors import (
+    ChecksumMismatchError,
+    DblinkMissingError,
+    InstallError,
+    LockTimeoutError,
+)
+from pgdblink_safe.generator import (
+    RenderedMigration,
+    latest_version,
+    record_statement,
+    render_migration,
+    render_migrations,
+    migrations,
+)
+from pgdblink_safe.settings import Settings
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_message: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class AppliedMigration:
+    version: int
+    name: str
+    checksum: str
+    applied_at: datetime
+    applied_by: str
+    settings: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Status:
+    database: str
+    schema: str
+    dblink_schema: str | None
+    installed_version: int | None
+    latest_version: int
+    applied: list[AppliedMigration]
+    pending: list[str]
+
+    @property
+    def settings(self) -> Settings | None:
+        return Settings.from_dict(self.applied[-1].settings) if self.applied else None
+
+    def as_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        for row in data["applied"]:
+            row["applied_at"] = row["applied_at"].isoformat()
+        return data
+
+
+def _lock_key(schema: str) -> int:
+    digest = hashlib.sha256(f"pgdblink_safe:{schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _require_idle(conn: psycopg.Connection[Any]) -> None:
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        raise InstallError(
+            "the connection is inside a transaction: the installer commits each migration "
+            "itself, so pass a connection that is not in a transaction"
+        )
+
+
+def find_dblink_schema(conn: psycopg.Connection[Any]) -> str | None:
+    """The schema the dblink extension is installed in, or None when it is not installed."""
+    row = conn.execute(
+        "SELECT n.nspname FROM pg_catalog.pg_extension e "
+        "JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'dblink'"
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def _read_applied(conn: psycopg.Connection[Any], schema: str) -> list[AppliedMigration] | None:
+    """Applied migrations, or None when the schema holds no installation."""
+    table = sql.Identifier(schema, "installed_migrations")
+    exists = conn.execute(
+        "SELECT pg_catalog.to_regclass(%s) IS NOT NULL", [table.as_string(conn)]
+    ).fetchone()
+    if not exists or not exists[0]:
+        return None
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT version, name, checksum, applied_at, applied_by::text, settings "
+            "FROM {} ORDER BY version"
+        ).format(table)
+    ).fetchall()
+    return [AppliedMigration(*row) for row in rows]
+
+
+def _schema_exists(conn: psycopg.Connection[Any], schema: str) -> bool:
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s)", [schema]
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def status(conn: psycopg.Connection[Any], schema: str = "dblink_safe") -> Status:
+    """What is installed in ``schema`` and which migrations are still pending."""
+    with conn.transaction():
+        applied = _read_applied(conn, schema) or []
+        dblink_schema = find_dblink_schema(conn)
+    done = {m.version for m in applied}
+    return Status(
+        database=conn.info.dbname,
+        schema=schema,
+        dblink_schema=dblink_schema,
+        installed_version=max(done) if done else None,
+        latest_version=latest_version(),
+        applied=applied,
+        pending=[m.filename for m in migrations() if m.version not in done],
+    )
+
+
+def _lock(conn: psycopg.Connection[Any], schema: str, lock_timeout_s: float) -> None:
+    try:
+        conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s)", [_lock_key(schema)])
+    except psycopg.errors.LockNotAvailable as exc:
+        raise LockTimeoutError(
+            f"another pgdblink-safe run has held the lock on schema {schema!r} for more than "
+            f"{lock_timeout_s:g}s; try again when it has finished"
+        ) from exc
+
+
+def _set_timeouts(conn: psycopg.Connection[Any], lock_timeout_s: float, statement_s: float) -> None:
+    conn.execute(
+        "SELECT pg_catalog.set_config('lock_timeout', %s, true), "
+        "pg_catalog.set_config('statement_timeout', %s, true)",
+        [f"{int(lock_timeout_s * 1000)}ms", f"{int(statement_s * 1000)}ms"],
+    )
+
+
+def _verify(applied: list[AppliedMigration], settings: Settings) -> None:
+    known = {m.version: m for m in migrations()}
+    for row in applied:
+        if row.version not in known:
+            raise InstallError(
+                f"the database has migration {row.version:04d}_{row.name}, which this package "
+                f"does not know: it was installed by a newer pgdblink-safe (latest here is "
+                f"{latest_version():04d})"
+            )
+        rendered = render_migration(known[row.version], Settings.from_dict(row.settings))
+        if rendered.checksum != row.checksum:
+            raise ChecksumMismatchError(
+                f"migration {row.version:04d}_{row.name} was applied with checksum "
+                f"{row.checksum[:12]}, but this package renders {rendered.checksum[:12]} for "
+                "it: the migration changed after it was applied, or dblink moved to another "
+                "schema; released migrations must never change"
+            )
+    if applied:
+        recorded = Settings.from_dict(applied[-1].settings)
+        if recorded != settings:
+            changed = {
+                k: (v, settings.as_dict()[k])
+                for k, v in recorded.as_dict().items()
+                if settings.as_dict()[k] != v
+            }
+            raise InstallError(
+                f"schema {settings.schema!r} was installed with other settings "
+                f"({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in changed.items())}); "
+                "uninstall and install again to change them"
+            )
+
+
+def install(
+    conn: psycopg.Connection[Any],
+    settings: Settings | None = None,
+    *,
+    schema: str | None = None,
+    create_extension: bool = False,
+    lock_timeout_s: float = 10.0,
+    statement_timeout_s: float = 120.0,
+    progress: Progress = _quiet,
+) -> list[RenderedMigration]:
+    """Apply the pending migrations; each commits together with the row that records it.
+
+    ``settings`` defaults to what the schema was installed with (or the package defaults);
+    the dblink schema is always looked up in the database. Returns what was applied, so an
+    empty list means the database was already up to date.
+    """
+    _require_idle(conn)
+    target_schema = schema or (settings.schema if settings else Settings().schema)
+    applied_now: list[RenderedMigration] = []
+    with conn.transaction():
+        _set_timeouts(conn, lock_timeout_s, statement_timeout_s)
+        _lock(conn, target_schema, lock_timeout_s)
+        dblink_schema = find_dblink_schema(conn)
+        if dblink_schema is None:
+            if not create_extension:
+                raise DblinkMissingError(
+                    f"the dblink extension is not installed in database {conn.info.dbname!r}: "
+                    "run CREATE EXTENSION dblink, or install with --create-extension"
+                )
+            progress("creating extension dblink")
+            conn.execute("CREATE EXTENSION dblink")
+            dblink_schema = find_dblink_schema(conn)
+            assert dblink_schema is not None
+        applied = _read_applied(conn, target_schema)
+        if applied is None and _schema_exists(conn, target_schema):
+            raise InstallError(
+                f"schema {target_schema!r} already exists and holds no pgdblink_safe "
+                "installation: choose another schema or drop that one"
+            )
+        if settings is None:
+            base = Settings.from_dict(applied[-1].settings) if applied else Settings()
+        else:
+            base = settings
+        settings = dataclasses.replace(base, schema=target_schema, dblink_schema=dblink_schema)
+        _verify(applied or [], settings)
+    done = {m.version for m in applied or []}
+    for rendered in render_migrations(settings):
+        if rendered.version in done:
+            continue
+        started = time.monotonic()
+        progress(f"applying {rendered.version:04d}_{rendered.name}")
+        with conn.transaction():
+            _set_timeouts(conn, lock_timeout_s, statement_timeout_s)
+            _lock(conn, settings.schema, lock_timeout_s)
+            # Another installer may have applied it while this one waited for the lock.
+            current = {m.version for m in _read_applied(conn, settings.schema) or []}
+            if rendered.version in current:
+                progress(f"  {rendered.version:04d} was applied meanwhile by another run")
+                continue
+            conn.execute(rendered.sql.encode())  # bytes: several statements, no placeholders
+            conn.execute(
+                record_statement(settings),
+                {
+                    "version": rendered.version,
+                    "name": rendered.name,
+                    "checksum": rendered.checksum,
+                    "settings": json.dumps(settings.as_dict(), sort_keys=True),
+                },
+            )
+        applied_now.append(rendered)
+        progress(f"  done in {(time.monotonic() - started) * 1000:.0f} ms")
+    return applied_now
+
+
+def uninstall(
+    conn: psycopg.Connection[Any],
+    schema: str = "dblink_safe",
+    *,
+    lock_timeout_s: float = 10.0,
+    progress: Progress = _quiet,
+) -> bool:
+    """Drop the toolkit's schema and everything in it; False when nothing was installed.
+
+    Refuses when objects outside the schema depend on the toolkit (a view calling a wrapper,
+    say), naming them, instead of dropping them too.
+    """
+    _require_idle(conn)
+    with conn.transaction():
+        _set_timeouts(conn, lock_timeout_s, 120.0)
+        _lock(conn, schema, lock_timeout_s)
+        if not _schema_exists(conn, schema):
+            return False
+        if _read_applied(conn, schema) is None:
+            raise InstallError(
+                f"schema {schema!r} holds no pgdblink_safe installation; nothing was dropped"
+            )
+        dependents = [
+            row[0]
+            for row in conn.execute(
+                "SELECT DISTINCT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid) "
+                "FROM pg_catalog.pg_depend d, "
+                "LATERAL pg_catalog.pg_identify_object(d.refclassid, d.refobjid, 0) AS r, "
+                "LATERAL pg_catalog.pg_identify_object(d.classid, d.objid, 0) AS o "
+                "WHERE d.deptype = 'n' AND r.schema = %s AND o.schema IS DISTINCT FROM %s "
+                "ORDER BY 1",
+                [schema, schema],
+            )
+        ]
+        if dependents:
+            raise InstallError(
+                f"objects outside schema {schema!r} depend on the toolkit: "
+                f"{'; '.join(dependents)}. Drop or change them first; nothing was dropped"
+            )
+        progress(f"dropping schema {schema}")
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    return True

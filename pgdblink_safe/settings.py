@@ -1,0 +1,83 @@
+"""The configuration a rendering of the PL/pgSQL library is made for."""
+
+import hashlib
+import re
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from pgdblink_safe.errors import ConfigurationError
+
+_GUC_PART = re.compile(r"[a-z_][a-z0-9_]*\Z")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a rendering depends on; the defaults are the checked-in migrations'."""
+
+    #: Schema that holds the toolkit's functions and its bookkeeping table.
+    schema: str = "dblink_safe"
+    #: Schema the dblink extension lives in (the installer looks it up).
+    dblink_schema: str = "public"
+    #: A connection idle for longer than this is proved alive by a round trip before use.
+    validation_window_ms: int = 1000
+    #: libpq options added to connection-string targets unless the caller set them.
+    connect_timeout_s: int = 10
+    keepalives_idle_s: int = 30
+    keepalives_interval_s: int = 10
+    keepalives_count: int = 3
+    tcp_user_timeout_ms: int = 60000
+
+    def __post_init__(self) -> None:
+        for name in ("schema", "dblink_schema"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip() or "\x00" in value:
+                raise ConfigurationError(f"{name} must be a non-empty schema name, not {value!r}")
+            if len(value.encode()) > 63:
+                raise ConfigurationError(f"{name} {value!r} is longer than 63 bytes")
+        if self.schema in ("public", "pg_catalog", "information_schema") or self.schema.startswith(
+            "pg_"
+        ):
+            raise ConfigurationError(
+                f"schema {self.schema!r} is not a dedicated schema: the toolkit needs one of its own"
+            )
+        limits = {
+            "validation_window_ms": (0, 86_400_000),
+            "connect_timeout_s": (2, 3600),
+            "keepalives_idle_s": (1, 86_400),
+            "keepalives_interval_s": (1, 3600),
+            "keepalives_count": (1, 100),
+            "tcp_user_timeout_ms": (1000, 3_600_000),
+        }
+        for name, (low, high) in limits.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ConfigurationError(f"{name} must be a whole number from {low} to {high}")
+
+    @property
+    def guc_prefix(self) -> str:
+        """Prefix of the session settings that hold per-connection state."""
+        if _GUC_PART.match(self.schema):
+            return self.schema
+        return "pgdblink_safe_" + hashlib.sha256(self.schema.encode()).hexdigest()[:12]
+
+    @property
+    def conninfo_defaults(self) -> str:
+        """libpq keywords put before a caller's connection string (the caller's win)."""
+        return (
+            f"connect_timeout={self.connect_timeout_s} keepalives=1"
+            f" keepalives_idle={self.keepalives_idle_s}"
+            f" keepalives_interval={self.keepalives_interval_s}"
+            f" keepalives_count={self.keepalives_count}"
+            f" tcp_user_timeout={self.tcp_user_timeout_ms}"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "Settings":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigurationError(f"unknown setting(s): {', '.join(unknown)}")
+        return cls(**values)

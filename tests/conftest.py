@@ -1,0 +1,111 @@
+"""Real-server fixtures: a local server running the wrappers and a remote one dblink talks to."""
+
+import itertools
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+import pgdblink_safe
+from pgdblink_safe.errors import ServerError
+from pgdblink_safe.servers import Server, start_pair
+
+_TEMPLATE = "pgdblink_safe_tpl"
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[tuple[Server, Server]]:
+    provider = os.environ.get("PGDBLINK_SAFE_PROVIDER", "embedded")
+    try:
+        local, remote = start_pair(provider)
+    except ServerError as exc:
+        if provider == "docker":
+            pytest.skip(f"docker provider: {exc}")
+        raise
+    try:
+        local.drop_database(_TEMPLATE)
+        local.create_database(_TEMPLATE)
+        local.execute("CREATE EXTENSION dblink", dbname=_TEMPLATE)
+        yield local, remote
+    finally:
+        local.stop()
+        remote.stop()
+
+
+@pytest.fixture(scope="session")
+def local(servers: tuple[Server, Server]) -> Server:
+    return servers[0]
+
+
+@pytest.fixture(scope="session")
+def remote(servers: tuple[Server, Server]) -> Server:
+    return servers[1]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """Print what the servers logged during a failing test."""
+    pair = item.funcargs.get("servers") if hasattr(item, "funcargs") else None
+    marks = [(s, s.log_position()) for s in pair] if pair else []
+    try:
+        return (yield)
+    except BaseException:
+        for server, position in marks:
+            log = server.log_since(position)
+            if log:
+                print(f"\n----- {server.label} server log during this test -----\n{log}")
+        raise
+
+
+def _new_name(prefix: str) -> str:
+    return f"{prefix}_{os.getpid()}_{next(_counter)}"
+
+
+@pytest.fixture
+def local_db(local: Server) -> Iterator[str]:
+    """A fresh database on the local server with dblink (in public) and nothing else."""
+    name = _new_name("local")
+    local.execute(
+        sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(name), sql.Identifier(_TEMPLATE)
+        )
+    )
+    yield name
+    local.drop_database(name)
+
+
+@pytest.fixture
+def conn(local: Server, local_db: str) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection to ``local_db``."""
+    with local.connect(local_db) as connection:
+        yield connection
+
+
+@pytest.fixture
+def installed(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    """``conn`` with the toolkit installed with the default settings."""
+    pgdblink_safe.install(conn)
+    return conn
+
+
+@pytest.fixture
+def remote_db(remote: Server) -> Iterator[str]:
+    """A fresh database on the remote server with a table ``items`` to write to."""
+    name = _new_name("remote")
+    remote.create_database(name)
+    remote.execute(
+        "CREATE TABLE items (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, note text)",
+        dbname=name,
+    )
+    yield name
+    remote.drop_database(name)
+
+
+@pytest.fixture
+def target(remote: Server, remote_db: str) -> str:
+    """A libpq connection string for ``remote_db`` as the local server reaches it."""
+    return remote.conninfo(remote_db)
