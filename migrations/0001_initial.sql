@@ -13,7 +13,7 @@ CREATE TABLE dblink_safe.installed_migrations (
 );
 REVOKE ALL ON TABLE dblink_safe.installed_migrations FROM PUBLIC;
 COMMENT ON TABLE dblink_safe.installed_migrations IS
-    'pgdblink_safe: one row per applied migration, written in the migration''s own transaction';
+'pgdblink_safe: one row per applied migration, written in the migration''s own transaction';
 
 -- Per-connection state lives in session settings named after md5(conn_name):
 --   <prefix>.t_<md5> the target given to ensure_dblink_conn, needed to reconnect;
@@ -42,7 +42,7 @@ AS $fn$
         $re$([?&]password=)[^&]*$re$, '\1********', 'g');
 $fn$;
 COMMENT ON FUNCTION dblink_safe._mask_target(text) IS
-    'pgdblink_safe internal: a connection target with any password replaced by ********';
+'pgdblink_safe internal: a connection target with any password replaced by ********';
 
 CREATE FUNCTION dblink_safe._scrub(message text, target text)
 RETURNS text
@@ -80,7 +80,7 @@ BEGIN
 END;
 $fn$;
 COMMENT ON FUNCTION dblink_safe._scrub(text, text) IS
-    'pgdblink_safe internal: an error text with every fragment of the target''s password masked';
+'pgdblink_safe internal: an error text with every fragment of the target''s password masked';
 
 CREATE FUNCTION dblink_safe._check_name(conn_name text)
 RETURNS void
@@ -111,7 +111,7 @@ BEGIN
 END;
 $fn$;
 COMMENT ON FUNCTION dblink_safe._check_name(text) IS
-    'pgdblink_safe internal: rejects a NULL, blank or over-long connection name';
+'pgdblink_safe internal: rejects a NULL, blank or over-long connection name';
 
 CREATE FUNCTION dblink_safe._is_broken(sqlstate text, message text)
 RETURNS boolean
@@ -127,7 +127,7 @@ AS $fn$
         OR (sqlstate = 'XX000' AND message LIKE 'could not send query%');
 $fn$;
 COMMENT ON FUNCTION dblink_safe._is_broken(text, text) IS
-    'pgdblink_safe internal: true when an error means the dblink connection is broken';
+'pgdblink_safe internal: true when an error means the dblink connection is broken';
 
 CREATE FUNCTION dblink_safe._is_alive(conn_name text)
 RETURNS boolean
@@ -150,7 +150,7 @@ EXCEPTION WHEN OTHERS THEN
 END;
 $fn$;
 COMMENT ON FUNCTION dblink_safe._is_alive(text) IS
-    'pgdblink_safe internal: proves a listed dblink connection alive with one round trip';
+'pgdblink_safe internal: proves a listed dblink connection alive with one round trip';
 
 CREATE FUNCTION dblink_safe._open(conn_name text, target text, listed boolean)
 RETURNS void
@@ -204,7 +204,7 @@ BEGIN
 END;
 $fn$;
 COMMENT ON FUNCTION dblink_safe._open(text, text, boolean) IS
-    'pgdblink_safe internal: (re)opens a named dblink connection and remembers its target';
+'pgdblink_safe internal: (re)opens a named dblink connection and remembers its target';
 
 CREATE FUNCTION dblink_safe._usable(conn_name text)
 RETURNS boolean
@@ -239,7 +239,7 @@ BEGIN
 END;
 $fn$;
 COMMENT ON FUNCTION dblink_safe._usable(text) IS
-    'pgdblink_safe internal: false when a listed dblink connection is known to be dead';
+'pgdblink_safe internal: false when a listed dblink connection is known to be dead';
 
 CREATE FUNCTION dblink_safe.ensure_dblink_conn(conn_name text, target text)
 RETURNS text
@@ -280,8 +280,8 @@ BEGIN
 END;
 $fn$;
 COMMENT ON FUNCTION dblink_safe.ensure_dblink_conn(text, text) IS
-    'pgdblink_safe: opens the named dblink connection to target (a foreign server name or a '
-    'connection string) if missing, replaces it if dead; returns reused, connected or reconnected';
+'pgdblink_safe: opens the named dblink connection to target (a foreign server name or a '
+'connection string) if missing, replaces it if dead; returns reused, connected or reconnected';
 
 CREATE FUNCTION dblink_safe.safe_dblink_exec(conn_name text, sql text)
 RETURNS text
@@ -354,9 +354,8 @@ BEGIN
 END;
 $fn$;
 COMMENT ON FUNCTION dblink_safe.safe_dblink_exec(text, text) IS
-    'pgdblink_safe: dblink_exec on a connection that is proved usable first and reopened '
-    'from its remembered target when it died before the statement was sent';
+'pgdblink_safe: dblink_exec on a connection that is proved usable first and reopened '
+'from its remembered target when it died before the statement was sent';
 
 -- Nothing here is for PUBLIC; install --grant gives roles what they need.
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA dblink_safe FROM PUBLIC;
-

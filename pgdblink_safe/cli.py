@@ -159,7 +159,7 @@ def install(
         settings = None
         if chosen:
             current = installer.status(conn, schema).settings or Settings(schema=schema)
-            settings = dataclasses.replace(current, **chosen)
+            settings = Settings.from_dict(current.as_dict() | chosen)
         applied = installer.install(
             conn,
             settings,

@@ -66,9 +66,7 @@ def migrations() -> list[Migration]:
             raise ConfigurationError(
                 f"sql/migrations/{path.name} does not follow the NNNN_short_name.sql.j2 rule"
             )
-        found.append(
-            Migration(int(match["version"]), match["name"], f"migrations/{path.name}")
-        )
+        found.append(Migration(int(match["version"]), match["name"], f"migrations/{path.name}"))
     for expected, migration in enumerate(found, start=1):
         if migration.version != expected:
             raise ConfigurationError(

@@ -22,10 +22,10 @@ from pgdblink_safe.errors import (
 from pgdblink_safe.generator import (
     RenderedMigration,
     latest_version,
+    migrations,
     record_statement,
     render_migration,
     render_migrations,
-    migrations,
 )
 from pgdblink_safe.settings import Settings
 
@@ -92,8 +92,13 @@ def find_dblink_schema(conn: psycopg.Connection[Any]) -> str | None:
 def _read_applied(conn: psycopg.Connection[Any], schema: str) -> list[AppliedMigration] | None:
     """Applied migrations, or None when the schema holds no installation."""
     table = sql.Identifier(schema, "installed_migrations")
+    # A query on pg_class, not to_regclass(): after waiting for the advisory lock this must
+    # see a table another installer just committed, and the catalog caches may not yet.
     exists = conn.execute(
-        "SELECT pg_catalog.to_regclass(%s) IS NOT NULL", [table.as_string(conn)]
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c "
+        "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = 'installed_migrations')",
+        [schema],
     ).fetchone()
     if not exists or not exists[0]:
         return None

@@ -1,4 +1,4 @@
-"""Throwaway PostgreSQL servers (embedded, system, prebuilt, Docker, external) for tests and demos."""
+"""Throwaway PostgreSQL servers (embedded, system, prebuilt, Docker, external) for tests."""
 
 import contextlib
 import hashlib
@@ -112,7 +112,7 @@ class Server:
         return [row[0] for row in rows]
 
     def terminate_backends(self, dbname: str | None = None) -> int:
-        """pg_terminate_backend every client backend (of ``dbname``) and wait until they are gone."""
+        """Terminate every client backend (of ``dbname``) and wait until they are gone."""
         pids = self.backend_pids(dbname)
         for pid in pids:
             self.execute(sql.SQL("SELECT pg_terminate_backend({})").format(sql.Literal(pid)))
@@ -317,8 +317,16 @@ class LocalCluster(Server):
             os.chown(self.base, pwd.getpwnam(self.os_user).pw_uid, -1)
         result = self._run(
             str(self.binaries.bindir / "initdb"),
-            "-D", str(self.datadir), "-U", self.user, "-A", "trust",
-            "-E", "UTF8", "--locale=C", "--no-sync",
+            "-D",
+            str(self.datadir),
+            "-U",
+            self.user,
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
         )
         if result.returncode != 0:
             raise ServerError(f"initdb failed for {self.label}:\n{result.stdout}\n{result.stderr}")
@@ -338,8 +346,15 @@ class LocalCluster(Server):
     def _pg_ctl(self, action: str, *options: str) -> bool:
         result = self._run(
             str(self.binaries.bindir / "pg_ctl"),
-            "-D", str(self.datadir), "-l", str(self.logfile), "-w", "-t", "60",
-            *options, action,
+            "-D",
+            str(self.datadir),
+            "-l",
+            str(self.logfile),
+            "-w",
+            "-t",
+            "60",
+            *options,
+            action,
         )
         return result.returncode == 0
 
@@ -398,9 +413,12 @@ class ExternalServer(Server):
 def docker_engine_available() -> tuple[bool, str]:
     """Whether a Docker engine answers here, and why not when it does not."""
     try:
-        import docker
+        import docker  # type: ignore[import-untyped]
     except ImportError:
-        return False, "the docker provider needs testcontainers: pip install 'pgdblink-safe[docker]'"
+        return (
+            False,
+            "the docker provider needs testcontainers: pip install 'pgdblink-safe[docker]'",
+        )
     try:
         docker.from_env(timeout=3).ping()
     except Exception as exc:  # any failure to reach the engine means "no engine here"
@@ -485,16 +503,16 @@ def start_pair(provider: str | None = None) -> tuple[Server, Server]:
     if provider not in factories:
         raise ServerError(f"unknown provider {provider!r}: choose one of {', '.join(PROVIDERS)}")
     binaries = factories[provider]()
-    local = LocalCluster(binaries, label="local")
+    first = LocalCluster(binaries, label="local")
     try:
-        local.start()
-        remote = LocalCluster(binaries, label="remote")
+        first.start()
+        second = LocalCluster(binaries, label="remote")
         try:
-            remote.start()
+            second.start()
         except BaseException:
-            remote.stop()
+            second.stop()
             raise
     except BaseException:
-        local.stop()
+        first.stop()
         raise
-    return local, remote
+    return first, second

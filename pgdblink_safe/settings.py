@@ -34,11 +34,10 @@ class Settings:
                 raise ConfigurationError(f"{name} must be a non-empty schema name, not {value!r}")
             if len(value.encode()) > 63:
                 raise ConfigurationError(f"{name} {value!r} is longer than 63 bytes")
-        if self.schema in ("public", "pg_catalog", "information_schema") or self.schema.startswith(
-            "pg_"
-        ):
+        if self.schema in ("public", "information_schema") or self.schema.startswith("pg_"):
             raise ConfigurationError(
-                f"schema {self.schema!r} is not a dedicated schema: the toolkit needs one of its own"
+                f"schema {self.schema!r} is not a dedicated schema: "
+                "the toolkit needs one of its own"
             )
         limits = {
             "validation_window_ms": (0, 86_400_000),

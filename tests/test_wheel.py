@@ -1,0 +1,68 @@
+"""The built wheel carries sql/ and migrations/ and works outside the source tree."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from pgdblink_safe import Settings, render_script
+from pgdblink_safe.generator import latest_version, migrations
+from pgdblink_safe.servers import Server
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def sh(*args: str | Path, cwd: Path) -> str:
+    result = subprocess.run(
+        [str(a) for a in args], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
+    assert result.returncode == 0, f"{args}\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    sh(sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", out, ROOT, cwd=out)
+    (built,) = out.glob("pgdblink_safe-*.whl")
+    return built
+
+
+@pytest.fixture(scope="module")
+def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("venv")
+    sh(sys.executable, "-m", "venv", path, cwd=path)
+    sh(path / "bin" / "python", "-m", "pip", "install", "--quiet", wheel, cwd=path)
+    return path
+
+
+@pytest.mark.slow
+def test_wheel_contains_templates_and_migrations(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for migration in migrations():
+        assert f"pgdblink_safe/_data/sql/{migration.template}" in names
+        assert f"pgdblink_safe/_data/migrations/{migration.filename}" in names
+    assert "pgdblink_safe/py.typed" in names
+
+
+@pytest.mark.slow
+def test_installed_wheel_renders_and_installs(venv: Path, local: Server, local_db: str) -> None:
+    outside = venv.parent
+    location = sh(
+        venv / "bin" / "python",
+        "-c",
+        "import pgdblink_safe; print(pgdblink_safe.__file__)",
+        cwd=outside,
+    )
+    assert Path(location.strip()).is_relative_to(venv)
+    assert sh(venv / "bin" / "pgdblink-safe", "render", cwd=outside) == render_script(Settings())
+    out = sh(
+        venv / "bin" / "pgdblink-safe",
+        "install",
+        "--dsn",
+        local.client_conninfo(local_db),
+        cwd=outside,
+    )
+    assert f"version {latest_version()}" in out
