@@ -357,5 +357,5 @@ COMMENT ON FUNCTION dblink_safe.safe_dblink_exec(text, text) IS
 'pgdblink_safe: dblink_exec on a connection that is proved usable first and reopened '
 'from its remembered target when it died before the statement was sent';
 
--- Nothing here is for PUBLIC; install --grant gives roles what they need.
+-- Nothing here is for PUBLIC: grant EXECUTE (and USAGE on the schema) to the roles that use it.
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA dblink_safe FROM PUBLIC;

@@ -98,18 +98,16 @@ def record_statement(settings: Settings) -> str:
     """The INSERT that records an applied migration; takes version, name, checksum, settings."""
     table = f"{ident(settings.schema)}.installed_migrations"
     return (
-        f"INSERT INTO {table} (version, name, checksum, settings) "
-        "VALUES (%(version)s, %(name)s, %(checksum)s, %(settings)s::jsonb)"
+        f"INSERT INTO {table} (version, name, checksum, settings)\n"
+        "VALUES (\n    %(version)s,\n    %(name)s,\n    %(checksum)s,\n    %(settings)s::jsonb\n)"
     )
 
 
 def render_script(settings: Settings, after_version: int = 0) -> str:
     """A psql-ready script: each pending migration and its bookkeeping row in one transaction."""
-    settings_json = json.dumps(settings.as_dict(), sort_keys=True)
-    parts = [
-        "-- pgdblink_safe install script; run with: psql -v ON_ERROR_STOP=1 -f FILE\n",
-        f"-- settings: {settings_json}\n",
-    ]
+    settings_json = json.dumps(settings.as_dict(), sort_keys=True, indent=1)
+    parts = ["-- pgdblink_safe install script; run with: psql -v ON_ERROR_STOP=1 -f FILE\n"]
+    parts += [f"-- {key}: {value}\n" for key, value in sorted(settings.as_dict().items())]
     for rendered in render_migrations(settings, after_version):
         record = record_statement(settings) % {
             "version": literal(rendered.version),

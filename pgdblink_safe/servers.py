@@ -415,14 +415,18 @@ def docker_engine_available() -> tuple[bool, str]:
     try:
         import docker  # type: ignore[import-untyped]
     except ImportError:
-        return (
-            False,
-            "the docker provider needs testcontainers: pip install 'pgdblink-safe[docker]'",
-        )
+        return False, "the docker provider needs testcontainers: pip install 'pgdblink-safe[docker]'"
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if host.startswith("unix://") and not Path(host.removeprefix("unix://")).exists():
+        return False, f"no Docker engine answers (no socket at {host})"
+    # A fixed API version keeps the constructor from calling the engine before we can close it.
+    client = docker.DockerClient(base_url=host, version="1.41", timeout=3)
     try:
-        docker.from_env(timeout=3).ping()
+        client.ping()
     except Exception as exc:  # any failure to reach the engine means "no engine here"
-        return False, f"no Docker engine answers ({type(exc).__name__}: {exc})"
+        return False, f"no Docker engine answers at {host} ({type(exc).__name__}: {exc})"
+    finally:
+        client.close()
     return True, ""
 
 
