@@ -415,7 +415,7 @@ def docker_engine_available() -> tuple[bool, str]:
     try:
         import docker  # type: ignore[import-untyped]
     except ImportError:
-        return False, "the docker provider needs testcontainers: pip install 'pgdblink-safe[docker]'"
+        return False, "the docker provider needs: pip install 'pgdblink-safe[docker]'"
     host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     if host.startswith("unix://") and not Path(host.removeprefix("unix://")).exists():
         return False, f"no Docker engine answers (no socket at {host})"
