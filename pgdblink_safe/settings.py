@@ -26,6 +26,18 @@ class Settings:
     keepalives_interval_s: int = 10
     keepalives_count: int = 3
     tcp_user_timeout_ms: int = 60000
+    #: Reconnect attempts, and the time they may take, before a call gives up (08001).
+    max_attempts: int = 5
+    retry_budget_ms: int = 10000
+    #: Exponential backoff between attempts: first wait and cap (full jitter below the cap).
+    backoff_base_ms: int = 50
+    backoff_max_ms: int = 2000
+    #: How long a commit whose reply was lost may stay "in progress" before it is 08007.
+    resolve_wait_ms: int = 5000
+    #: Recycle a connection older than this (0 = never), less up to 10 % jitter.
+    max_lifetime_ms: int = 0
+    #: Recycle a connection idle for longer than this instead of probing it (0 = never).
+    max_idle_ms: int = 0
 
     def __post_init__(self) -> None:
         for name in ("schema", "dblink_schema"):
@@ -46,6 +58,13 @@ class Settings:
             "keepalives_interval_s": (1, 3600),
             "keepalives_count": (1, 100),
             "tcp_user_timeout_ms": (1000, 3_600_000),
+            "max_attempts": (1, 100),
+            "retry_budget_ms": (0, 3_600_000),
+            "backoff_base_ms": (1, 60_000),
+            "backoff_max_ms": (1, 600_000),
+            "resolve_wait_ms": (0, 600_000),
+            "max_lifetime_ms": (0, 31_536_000_000),
+            "max_idle_ms": (0, 31_536_000_000),
         }
         for name, (low, high) in limits.items():
             value = getattr(self, name)

@@ -9,7 +9,7 @@ import pytest
 from click import Command, Group
 
 from pgdblink_safe.cli import cli
-from pgdblink_safe.generator import latest_version
+from pgdblink_safe.generator import latest_version, migrations
 from pgdblink_safe.servers import Server
 
 
@@ -50,7 +50,7 @@ def test_install_status_uninstall(local: Server, local_db: str) -> None:
     assert "removed pgdblink_safe" in gone.stdout
     after = json.loads(run("status", "--dsn", dsn, "--json").stdout)
     assert after["installed_version"] is None
-    assert after["pending"] == ["0001_initial.sql"]
+    assert after["pending"] == [m.filename for m in migrations()]
 
 
 def test_dsn_from_libpq_environment(local: Server, local_db: str) -> None:
