@@ -255,12 +255,8 @@ BEGIN
                           'Open it first with SELECT %s.ensure_dblink_conn(%L, <foreign server or connection string>).',
                           'dblink_safe', conn_name);
         END IF;
-        IF in_tx THEN
-            RAISE EXCEPTION 'dblink connection "%" was closed inside an open remote transaction', conn_name
-                USING ERRCODE = '08003',
-                      DETAIL = 'Reopening it would silently drop the remote transaction''s work.',
-                      HINT = 'Roll back and start the unit of work again.';
-        END IF;
+        -- A remote transaction it had open was lost when it was closed: reported then (the
+        -- toolkit closes a broken one only while raising), or closed on purpose.
         PERFORM dblink_safe._reopen(conn_name, target, false, max_attempts, budget_s);
         RETURN;
     END IF;
@@ -268,32 +264,29 @@ BEGIN
         -- A result nobody collected (a cancelled call, an abandoned dblink_send_query): the
         -- connection is replaced rather than drained, which could wait without bound.
         recycle := true;
+    ELSIF state IS NOT NULL AND NOT in_tx AND (
+           (pg_catalog.split_part(state, ' ', 3) <> '0'
+            AND now_s >= pg_catalog.split_part(state, ' ', 3)::numeric)
+        OR (pg_catalog.split_part(state, ' ', 4) <> '0'
+            AND now_s - pg_catalog.split_part(state, ' ', 1)::numeric
+                > pg_catalog.split_part(state, ' ', 4)::numeric)) THEN
+        -- Past its lifetime or idle beyond its limit: replaced without asking.
+        recycle := true;
     ELSIF public.dblink_error_message(conn_name) <> 'OK'
           OR state IS NULL
           OR now_s - pg_catalog.split_part(state, ' ', 1)::numeric > window_s THEN
-        -- Expired or idle beyond the limit: replaced without asking.
-        IF state IS NOT NULL AND (
-               (pg_catalog.split_part(state, ' ', 3) <> '0'
-                AND now_s >= pg_catalog.split_part(state, ' ', 3)::numeric)
-            OR (pg_catalog.split_part(state, ' ', 4) <> '0'
-                AND now_s - pg_catalog.split_part(state, ' ', 1)::numeric
-                    > pg_catalog.split_part(state, ' ', 4)::numeric)) THEN
-            recycle := NOT in_tx;
-        END IF;
-        IF NOT recycle THEN
-            alive := dblink_safe._is_alive(conn_name);
-            PERFORM dblink_safe._note(conn_name, pg_catalog.jsonb_build_object(
-                'validated', alive, 'validated_at', now_s));
-            IF alive THEN
-                PERFORM pg_catalog.set_config('dblink_safe.h_' || key,
-                    pg_catalog.concat_ws(' ', now_s,
-                        COALESCE(NULLIF(pg_catalog.split_part(state, ' ', 2), ''), '0'),
-                        COALESCE(NULLIF(pg_catalog.split_part(state, ' ', 3), ''), '0'),
-                        COALESCE(NULLIF(pg_catalog.split_part(state, ' ', 4), ''), '0'),
-                        CASE WHEN in_tx THEN 1 ELSE 0 END),
-                    false);
-                RETURN;
-            END IF;
+        alive := dblink_safe._is_alive(conn_name);
+        PERFORM dblink_safe._note(conn_name, pg_catalog.jsonb_build_object(
+            'validated', alive, 'validated_at', now_s));
+        IF alive THEN
+            PERFORM pg_catalog.set_config('dblink_safe.h_' || key,
+                pg_catalog.concat_ws(' ', now_s,
+                    COALESCE(NULLIF(pg_catalog.split_part(state, ' ', 2), ''), '0'),
+                    COALESCE(NULLIF(pg_catalog.split_part(state, ' ', 3), ''), '0'),
+                    COALESCE(NULLIF(pg_catalog.split_part(state, ' ', 4), ''), '0'),
+                    CASE WHEN in_tx THEN 1 ELSE 0 END),
+                false);
+            RETURN;
         END IF;
     ELSE
         RETURN;

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import click
 import psycopg
 
-from pgdblink_safe import __version__, installer
+from pgdblink_safe import __version__, bench, installer
 from pgdblink_safe._conninfo import scrub
 from pgdblink_safe.errors import ConfigurationError, InstallError, PgDblinkSafeError
 from pgdblink_safe.generator import render_script
@@ -65,18 +65,26 @@ def tunable_options(show_default: bool) -> Callable[[F], F]:
 
 
 @contextmanager
-def _connect(dsn: str) -> Iterator[psycopg.Connection[Any]]:
+def _connect(dsn: str, also_secret: str = "") -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection; errors become one line, with passwords masked.
+
+    ``also_secret`` is another connection string whose password must not be shown either.
+    """
+
+    def masked(message: str) -> str:
+        return scrub(scrub(message, dsn), also_secret) if also_secret else scrub(message, dsn)
+
     try:
         conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
     except psycopg.Error as exc:
-        _fail(f"could not connect: {scrub(str(exc).strip(), dsn)}", 2)
+        _fail(f"could not connect: {masked(str(exc).strip())}", 2)
     try:
         yield conn
     except (ConfigurationError, InstallError) as exc:
-        _fail(scrub(str(exc), dsn), 1)
+        _fail(masked(str(exc)), 1)
     except psycopg.Error as exc:
         state = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
-        _fail(f"{scrub(str(exc).strip(), dsn)}{state}", 2)
+        _fail(f"{masked(str(exc).strip())}{state}", 2)
     finally:
         conn.close()
 
@@ -232,6 +240,109 @@ def uninstall(dsn: str, schema: str) -> None:
         click.echo(f"removed pgdblink_safe (schema {schema}) from database {database}")
     else:
         click.echo(f"nothing to remove: database {database} has no schema {schema}")
+
+
+def _table(title: str, columns: tuple[str, str], rows: list[tuple[str, str, str]]) -> list[str]:
+    width = max(len(title), *(len(label) for label, _, _ in rows))
+    first, second = (len(c) for c in columns)
+    return [f"{title:<{width}}   {columns[0]}   {columns[1]}"] + [
+        f"{label:<{width}}   {a:>{first}}   {b:>{second}}" for label, a, b in rows
+    ]
+
+
+def _bench_lines(result: bench.BenchResult) -> list[str]:
+    def ratio(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.2f}"
+
+    lines = [
+        f"server            PostgreSQL {result.server_version}",
+        f"toolkit           schema {result.schema}, version {result.installed_version}, "
+        f"validation window {result.validation_window_ms} ms",
+        f"calls             {result.calls} raw + {result.calls} safe, interleaved on one "
+        f"connection (after {result.warmup_calls} warm-up)",
+    ]
+    if not result.same_remote_backend:
+        lines.append("warning           the connection was replaced during the measurement")
+    lines += _table(
+        "",
+        ("median µs", "p99 µs"),
+        [
+            ("raw dblink_exec", f"{result.raw.median_us:.1f}", f"{result.raw.p99_us:.1f}"),
+            ("safe_dblink_exec", f"{result.safe.median_us:.1f}", f"{result.safe.p99_us:.1f}"),
+            ("ratio", ratio(result.median_ratio), ratio(result.p99_ratio)),
+        ],
+    )
+    safe, plain = result.safe_recovery, result.plain_recovery
+    lines += _table(
+        f"recovery after pg_terminate_backend ({result.rounds} rounds)",
+        ("median ms", "max ms"),
+        [
+            (
+                "safe_dblink_exec (reconnects itself)",
+                f"{safe.median_ms:.1f}",
+                f"{safe.max_ms:.1f}",
+            ),
+            (
+                "plain: fail, disconnect, connect, exec",
+                f"{plain.median_ms:.1f}",
+                f"{plain.max_ms:.1f}",
+            ),
+        ],
+    )
+    return lines
+
+
+@cli.command(name="bench")
+@dsn_option
+@schema_option
+@click.option(
+    "--target",
+    default=None,
+    help="libpq connection string (or foreign server) the server's dblink connects to; "
+    "default: the --dsn server and database.",
+)
+@click.option(
+    "--calls",
+    type=click.IntRange(min=1),
+    default=5000,
+    show_default=True,
+    help="Calls of each function for the latency figures.",
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Terminated remote backends to recover from, for each side.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+def bench_command(
+    dsn: str, schema: str, target: str | None, calls: int, rounds: int, as_json: bool
+) -> None:
+    """Measure the wrappers' overhead against raw dblink, and how fast each recovers.
+
+    Times dblink_exec and safe_dblink_exec server-side, interleaved on one dblink connection
+    (so both reach the same remote backend), then the first statement after the remote
+    backend was terminated: safe_dblink_exec, and plain dblink's catch, disconnect, connect
+    and retry. Only backends the benchmark opened itself are terminated. The toolkit must
+    be installed; helpers live in pg_temp and the dblink connections are closed at the end.
+
+    \b
+    Example:
+        pgdblink-safe bench --dsn "dbname=app" --target "host=db2 dbname=app" --json
+    """
+    with _connect(dsn, also_secret=target or "") as conn:
+        if target is None:
+            password = psycopg.conninfo.conninfo_to_dict(dsn).get("password")
+            target = bench.default_target(conn, None if password is None else str(password))
+        result = bench.run_bench(
+            conn, target, calls=calls, rounds=rounds, schema=schema, progress=_progress
+        )
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2, sort_keys=True))
+        return
+    for line in _bench_lines(result):
+        click.echo(line)
 
 
 def main() -> None:

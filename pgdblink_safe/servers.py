@@ -157,6 +157,16 @@ def _conninfo_value(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -370,6 +380,16 @@ class LocalCluster(Server):
     def start_server(self) -> None:
         if not self._pg_ctl("start"):
             raise ServerError(f"{self.label} did not start; its log:\n{self.log_since(0)}")
+
+    def terminate_backends(self, dbname: str | None = None) -> int:
+        """Also wait until the processes have exited, so that their sockets are closed.
+
+        A terminated backend leaves pg_stat_activity a moment before it exits.
+        """
+        pids = self.backend_pids(dbname)
+        count = super().terminate_backends(dbname)
+        wait_for(lambda: not any(_process_exists(p) for p in pids), 10, f"processes {pids} to exit")
+        return count
 
     def log_position(self) -> int:
         return self.logfile.stat().st_size if self.logfile.exists() else 0

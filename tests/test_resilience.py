@@ -1,0 +1,412 @@
+"""The resilient core against real faults: each test checks the result and the remote rows."""
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from pgdblink_safe.servers import LocalCluster, Server, wait_for
+
+Conn = psycopg.Connection[Any]
+
+
+def scalar(conn: Conn, query: str, *params: object) -> Any:
+    row = conn.execute(query, params or None).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def ensure(conn: Conn, target: str, **options: str) -> str:
+    extra = "".join(f", {name} => %s" for name in options)
+    return str(
+        scalar(
+            conn,
+            f"SELECT dblink_safe.ensure_dblink_conn('r', %s{extra})",
+            target,
+            *options.values(),
+        )
+    )
+
+
+def exec_(conn: Conn, statement: str, **options: object) -> str:
+    extra = "".join(f", {name} => %s" for name in options)
+    return str(
+        scalar(
+            conn,
+            f"SELECT dblink_safe.safe_dblink_exec('r', %s{extra})",
+            statement,
+            *options.values(),
+        )
+    )
+
+
+def listing(conn: Conn) -> dict[str, Any]:
+    cur = conn.execute("SELECT * FROM dblink_safe.connections() WHERE conn_name = 'r'")
+    row = cur.fetchone()
+    assert row is not None and cur.description is not None
+    return {col.name: value for col, value in zip(cur.description, row, strict=True)}
+
+
+def rows(remote: Server, remote_db: str, note: str) -> int:
+    return int(remote.execute(f"SELECT count(*) FROM items WHERE note = '{note}'", remote_db)[0][0])
+
+
+def remote_pid(conn: Conn) -> int:
+    return int(
+        scalar(conn, "SELECT p FROM public.dblink('r', 'SELECT pg_backend_pid()') AS t(p int)")
+    )
+
+
+def in_background(local: Server, local_db: str, work: Callable[[Conn], Any]) -> dict[str, Any]:
+    """Run ``work`` in its own session on a thread; the dict gets 'result' or 'error'."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        with local.connect(local_db) as other:
+            try:
+                outcome["result"] = work(other)
+            except psycopg.Error as exc:
+                outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    outcome["thread"] = thread
+    return outcome
+
+
+def finish(outcome: dict[str, Any]) -> dict[str, Any]:
+    outcome["thread"].join(60)
+    assert not outcome["thread"].is_alive()
+    return outcome
+
+
+def kill_when(remote: Server, remote_db: str, condition: str) -> None:
+    """Terminate the remote backend of ``remote_db`` as soon as it matches ``condition``."""
+    pid = wait_for(
+        lambda: remote.execute(
+            "SELECT pid FROM pg_stat_activity "
+            f"WHERE datname = '{remote_db}' AND pid <> pg_backend_pid() AND {condition}"
+        ),
+        15,
+        f"a remote backend with {condition}",
+    )[0][0]
+    remote.execute(f"SELECT pg_terminate_backend({pid})")
+
+
+@pytest.fixture
+def restartable(remote: Server) -> LocalCluster:
+    if not isinstance(remote, LocalCluster):
+        pytest.skip(f"the {remote.label} server cannot be stopped and restarted by this provider")
+    return remote
+
+
+@pytest.mark.parametrize("window", ["0", "1 hour"], ids=["beyond-window", "within-window"])
+def test_terminated_while_idle(
+    installed: Conn, target: str, remote: Server, remote_db: str, window: str
+) -> None:
+    ensure(installed, target)
+    exec_(installed, "INSERT INTO items (note) VALUES ('a')")
+    before = listing(installed)
+    assert (before["uses"], before["reconnects"]) == (1, 0)
+    remote.terminate_backends(remote_db)
+    status = exec_(installed, "INSERT INTO items (note) VALUES ('b')", validation_window=window)
+    assert status == "INSERT 0 1"
+    assert rows(remote, remote_db, "b") == 1
+    after = listing(installed)
+    assert (after["uses"], after["reconnects"], after["is_open"]) == (2, 1, True)
+
+
+def test_idempotent_statement_is_retried_after_a_kill_mid_statement(
+    installed: Conn, target: str, local: Server, local_db: str, remote: Server, remote_db: str
+) -> None:
+    statement = (
+        "INSERT INTO items (note) SELECT 'idem' FROM pg_sleep(2) "
+        "WHERE NOT EXISTS (SELECT FROM items WHERE note = 'idem')"
+    )
+
+    def work(conn: Conn) -> str:
+        ensure(conn, target)
+        return exec_(conn, statement, idempotent=True)
+
+    outcome = in_background(local, local_db, work)
+    kill_when(remote, remote_db, "query LIKE '%pg_sleep(2)%'")
+    assert finish(outcome).get("result") == "INSERT 0 1", outcome.get("error")
+    assert rows(remote, remote_db, "idem") == 1
+
+
+def test_non_idempotent_statement_killed_mid_statement_is_08007(
+    installed: Conn, target: str, local: Server, local_db: str, remote: Server, remote_db: str
+) -> None:
+    def work(conn: Conn) -> str:
+        ensure(conn, target)
+        try:
+            return exec_(conn, "INSERT INTO items (note) SELECT 'once' FROM pg_sleep(2)")
+        finally:
+            conn.rollback()
+
+    outcome = in_background(local, local_db, work)
+    kill_when(remote, remote_db, "query LIKE '%pg_sleep(2)%'")
+    err = finish(outcome)["error"]
+    assert err.sqlstate == "08007"
+    assert "SQLSTATE" in err.diag.message_detail
+    assert rows(remote, remote_db, "once") <= 1
+
+
+@pytest.fixture
+def commit_reply_lost(remote: Server, remote_db: str) -> Iterator[str]:
+    """A target whose COMMITs wait for a standby that never comes, until terminated.
+
+    A backend terminated in that wait has committed locally and never replies: the client
+    sees a broken connection although the transaction committed. Only sessions opened with
+    this target wait; the server's own commits stay asynchronous.
+    """
+    with remote.settings(synchronous_standby_names="never_there"):
+        yield remote.conninfo(remote_db, options="-c synchronous_commit=on")
+
+
+def test_lost_commit_reply_is_resolved_as_committed(
+    installed: Conn,
+    commit_reply_lost: str,
+    local: Server,
+    local_db: str,
+    remote: Server,
+    remote_db: str,
+) -> None:
+    def work(conn: Conn) -> str:
+        ensure(conn, commit_reply_lost)
+        return exec_(conn, "INSERT INTO items (note) VALUES ('resolved')", resolve=True)
+
+    outcome = in_background(local, local_db, work)
+    kill_when(remote, remote_db, "wait_event = 'SyncRep'")
+    assert finish(outcome).get("result") == "INSERT 0 1", outcome.get("error")
+    assert rows(remote, remote_db, "resolved") == 1
+
+
+def test_lost_commit_reply_without_resolve_is_08007_never_twice(
+    installed: Conn,
+    commit_reply_lost: str,
+    local: Server,
+    local_db: str,
+    remote: Server,
+    remote_db: str,
+) -> None:
+    def work(conn: Conn) -> str:
+        ensure(conn, commit_reply_lost)
+        return exec_(conn, "INSERT INTO items (note) VALUES ('unknown')")
+
+    outcome = in_background(local, local_db, work)
+    kill_when(remote, remote_db, "wait_event = 'SyncRep'")
+    assert finish(outcome)["error"].sqlstate == "08007"
+    # It did commit: the caller was told the outcome is unknown, and it was not repeated.
+    assert rows(remote, remote_db, "unknown") == 1
+
+
+def test_resolve_retries_a_transaction_killed_before_commit(
+    installed: Conn, target: str, local: Server, local_db: str, remote: Server, remote_db: str
+) -> None:
+    def work(conn: Conn) -> str:
+        ensure(conn, target)
+        return exec_(
+            conn, "INSERT INTO items (note) SELECT 'exactly once' FROM pg_sleep(2)", resolve=True
+        )
+
+    outcome = in_background(local, local_db, work)
+    kill_when(remote, remote_db, "query LIKE '%pg_sleep(2)%'")
+    assert finish(outcome).get("result") == "INSERT 0 1", outcome.get("error")
+    assert rows(remote, remote_db, "exactly once") == 1
+
+
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_remote_restart(
+    installed: Conn, target: str, restartable: LocalCluster, remote_db: str, mode: str
+) -> None:
+    ensure(installed, target)
+    exec_(installed, "INSERT INTO items (note) VALUES ('before')")
+    # The test servers commit asynchronously; make the setup survive the crash of "immediate".
+    restartable.execute("CHECKPOINT")
+    restartable.restart(mode)
+    assert exec_(installed, "INSERT INTO items (note) VALUES ('after')") == "INSERT 0 1"
+    assert rows(restartable, remote_db, "after") == 1
+    assert listing(installed)["reconnects"] == 1
+
+
+def test_refused_for_a_while_then_back(
+    installed: Conn, target: str, restartable: LocalCluster, remote_db: str
+) -> None:
+    ensure(installed, target)
+    restartable.stop_server()
+    back = threading.Timer(1.0, restartable.start_server)
+    back.start()
+    try:
+        status = exec_(
+            installed,
+            "INSERT INTO items (note) VALUES ('back')",
+            retry_budget="30 seconds",
+            max_attempts=50,
+        )
+    finally:
+        back.join()
+    assert status == "INSERT 0 1"
+    assert rows(restartable, remote_db, "back") == 1
+
+
+def test_refused_beyond_the_budget_is_08001_with_what_was_tried(
+    installed: Conn, target: str, restartable: LocalCluster
+) -> None:
+    ensure(installed, target)
+    restartable.stop_server()
+    try:
+        with pytest.raises(psycopg.Error) as info:
+            exec_(
+                installed,
+                "INSERT INTO items (note) VALUES ('never')",
+                retry_budget="1 second",
+                max_attempts=50,
+            )
+    finally:
+        restartable.start_server()
+    err = info.value
+    assert err.sqlstate == "08001"
+    assert err.diag.message_primary == 'could not open dblink connection "r"'
+    assert "attempt(s) in" in (err.diag.message_detail or "")
+    assert "Tried dblink_connect to" in (err.diag.message_hint or "")
+
+
+def test_idle_session_timeout_on_the_remote(
+    installed: Conn, target: str, remote: Server, remote_db: str
+) -> None:
+    with remote.settings(idle_session_timeout="300ms"):
+        ensure(installed, target)
+        pid = remote_pid(installed)
+        wait_for(lambda: pid not in remote.backend_pids(remote_db), 10, "the idle session to end")
+        assert exec_(installed, "INSERT INTO items (note) VALUES ('idle')") == "INSERT 0 1"
+    assert rows(remote, remote_db, "idle") == 1
+
+
+def test_idle_in_transaction_timeout_is_never_silently_reconnected(
+    installed: Conn, target: str, remote: Server, remote_db: str
+) -> None:
+    with remote.settings(idle_in_transaction_session_timeout="300ms"):
+        ensure(installed, target)
+        pid = remote_pid(installed)
+        assert exec_(installed, "BEGIN") == "BEGIN"
+        assert exec_(installed, "INSERT INTO items (note) VALUES ('in tx')") == "INSERT 0 1"
+        assert listing(installed)["remote_transaction"] is True
+        wait_for(lambda: pid not in remote.backend_pids(remote_db), 10, "the remote to end it")
+        with pytest.raises(psycopg.Error) as info:
+            exec_(installed, "COMMIT")
+        assert info.value.sqlstate == "08006"
+        assert "inside an open remote transaction" in (info.value.diag.message_primary or "")
+        # Reported once; the next unit of work gets a new connection.
+        assert exec_(installed, "INSERT INTO items (note) VALUES ('after tx')") == "INSERT 0 1"
+    assert rows(remote, remote_db, "in tx") == 0
+    assert rows(remote, remote_db, "after tx") == 1
+
+
+def test_busy_after_a_local_cancel_is_replaced(
+    installed: Conn, target: str, remote: Server, remote_db: str
+) -> None:
+    ensure(installed, target)
+    installed.execute("SET statement_timeout = '300ms'")
+    with pytest.raises(psycopg.errors.QueryCanceled):
+        exec_(installed, "DO $$BEGIN PERFORM pg_sleep(3); END$$")
+    installed.execute("RESET statement_timeout")
+    assert exec_(installed, "INSERT INTO items (note) VALUES ('after cancel')") == "INSERT 0 1"
+    assert rows(remote, remote_db, "after cancel") == 1
+
+
+def test_timeout_is_57014_and_leaves_the_connection_usable(
+    installed: Conn, target: str, remote: Server, remote_db: str
+) -> None:
+    ensure(installed, target)
+    started = time.monotonic()
+    with pytest.raises(psycopg.errors.QueryCanceled) as info:
+        exec_(installed, "DO $$BEGIN PERFORM pg_sleep(5); END$$", timeout="300 milliseconds")
+    elapsed = time.monotonic() - started
+    assert elapsed < 5  # it returned before the remote statement could have finished
+    message = info.value.diag.message_primary or ""
+    assert message.startswith('statement on dblink connection "r" timed out after 0.')
+    assert scalar(installed, "SELECT public.dblink_get_connections()") is None
+    assert exec_(installed, "INSERT INTO items (note) VALUES ('after timeout')", timeout="5s") == (
+        "INSERT 0 1"
+    )
+    assert rows(remote, remote_db, "after timeout") == 1
+
+
+def test_typed_query_without_column_list(
+    installed: Conn, target: str, remote: Server, remote_db: str
+) -> None:
+    remote.execute("INSERT INTO items (note) VALUES ('q1'), ('q2')", remote_db)
+    installed.execute("CREATE TYPE item_row AS (id bigint, note text)")
+    ensure(installed, target)
+    got = installed.execute(
+        "SELECT id, note FROM dblink_safe.safe_dblink_query('r', "
+        "'SELECT id, note FROM items ORDER BY id', NULL::item_row)"
+    ).fetchall()
+    assert got == [(1, "q1"), (2, "q2")]
+    count = scalar(
+        installed,
+        "SELECT * FROM dblink_safe.safe_dblink_query('r', 'SELECT count(*) FROM items', "
+        "NULL::bigint, timeout => '5s')",
+    )
+    assert count == 2
+    remote.terminate_backends(remote_db)
+    again = installed.execute(
+        "SELECT note FROM dblink_safe.safe_dblink_query('r', "
+        "'SELECT id, note FROM items ORDER BY id', NULL::item_row, idempotent => true)"
+    ).fetchall()
+    assert again == [("q1",), ("q2",)]
+
+
+def test_max_lifetime_recycles_the_connection(installed: Conn, target: str) -> None:
+    ensure(installed, target, max_lifetime="200 milliseconds")
+    first = remote_pid(installed)
+    time.sleep(0.3)
+    exec_(installed, "SET application_name = 'recycled'")
+    assert remote_pid(installed) != first
+    assert listing(installed)["reconnects"] == 1
+
+
+def test_disconnect_and_disconnect_all(installed: Conn, target: str) -> None:
+    ensure(installed, target)
+    scalar(installed, "SELECT dblink_safe.ensure_dblink_conn('s', %s)", target)
+    assert scalar(installed, "SELECT count(*) FROM dblink_safe.connections()") == 2
+    assert scalar(installed, "SELECT dblink_safe.safe_dblink_disconnect('s')") is True
+    assert scalar(installed, "SELECT dblink_safe.safe_dblink_disconnect('s')") is False
+    assert scalar(installed, "SELECT dblink_safe.safe_dblink_disconnect_all()") == 1
+    assert scalar(installed, "SELECT count(*) FROM dblink_safe.connections()") == 0
+    assert scalar(installed, "SELECT public.dblink_get_connections()") is None
+    with pytest.raises(psycopg.Error) as info:
+        exec_(installed, "SELECT 1")
+    assert info.value.sqlstate == "08003"
+
+
+def test_listing_masks_passwords_and_reports_foreign_server_gaps(
+    installed: Conn, remote: Server, remote_db: str
+) -> None:
+    installed.execute(
+        f"CREATE SERVER srv FOREIGN DATA WRAPPER dblink_fdw "
+        f"OPTIONS (host '{remote.host}', port '{remote.port}', dbname '{remote_db}', "
+        "connect_timeout '5')"
+    )
+    installed.execute(
+        f"CREATE USER MAPPING FOR CURRENT_USER SERVER srv OPTIONS (user '{remote.user}')"
+    )
+    ensure(installed, "srv")
+    scalar(
+        installed,
+        "SELECT dblink_safe.ensure_dblink_conn('p', %s)",
+        remote.conninfo(remote_db, password="Sw0rdf1sh"),
+    )
+    listed = {
+        row[0]: row[1:]
+        for row in installed.execute(
+            "SELECT conn_name, target, missing_safety_options FROM dblink_safe.connections()"
+        )
+    }
+    assert listed["r"] == ("srv", ["keepalives", "tcp_user_timeout"])
+    assert "Sw0rdf1sh" not in listed["p"][0] and "password=********" in listed["p"][0]
+    assert listed["p"][1] is None
