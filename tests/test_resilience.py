@@ -410,3 +410,25 @@ def test_listing_masks_passwords_and_reports_foreign_server_gaps(
     assert listed["r"] == ("srv", ["keepalives", "tcp_user_timeout"])
     assert "Sw0rdf1sh" not in listed["p"][0] and "password=********" in listed["p"][0]
     assert listed["p"][1] is None
+
+
+def test_timeout_bounds_a_remote_that_stops_answering(
+    installed: Conn, restartable: LocalCluster, remote_db: str
+) -> None:
+    from proxy import TcpProxy
+
+    with TcpProxy(restartable.host, restartable.port) as proxy:
+        through = restartable.conninfo(remote_db, host=proxy.host, port=str(proxy.port))
+        ensure(installed, through)
+        assert exec_(installed, "INSERT INTO items (note) VALUES ('before stall')") == "INSERT 0 1"
+        proxy.stall()
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled) as info:
+            exec_(installed, "INSERT INTO items (note) VALUES ('stalled')", timeout="500ms")
+        assert time.monotonic() - started < 30  # bounded, not the kernel's 15 minutes
+        assert "timed out after 0." in (info.value.diag.message_primary or "")
+        assert scalar(installed, "SELECT public.dblink_get_connections()") is None
+        proxy.resume()
+        assert exec_(installed, "INSERT INTO items (note) VALUES ('after stall')") == "INSERT 0 1"
+    assert rows(restartable, remote_db, "after stall") == 1
+    assert rows(restartable, remote_db, "stalled") <= 1
