@@ -74,6 +74,8 @@ class BenchResult:
     rounds: int
     warmup_rounds: int
     raw: Latency
+    #: A minimal wrapper: pinned search_path and an exception block around dblink_exec.
+    floor: Latency
     safe: Latency
     safe_recovery: Recovery
     plain_recovery: Recovery
@@ -90,6 +92,14 @@ class BenchResult:
     @property
     def p99_ratio(self) -> float | None:
         return _ratio(self.safe.p99_us, self.raw.p99_us)
+
+    @property
+    def floor_median_ratio(self) -> float | None:
+        return _ratio(self.floor.median_us, self.raw.median_us)
+
+    @property
+    def floor_p99_ratio(self) -> float | None:
+        return _ratio(self.floor.p99_us, self.raw.p99_us)
 
     def as_dict(self) -> dict[str, Any]:
         """The figures for JSON, rounded well below the clock's one-microsecond resolution."""
@@ -109,11 +119,19 @@ class BenchResult:
             "same_remote_backend": self.same_remote_backend,
             "latency_us": {
                 "raw": {"median": round(self.raw.median_us, 2), "p99": round(self.raw.p99_us, 2)},
+                "floor": {
+                    "median": round(self.floor.median_us, 2),
+                    "p99": round(self.floor.p99_us, 2),
+                },
                 "safe": {
                     "median": round(self.safe.median_us, 2),
                     "p99": round(self.safe.p99_us, 2),
                 },
                 "ratio": {"median": ratio(self.median_ratio), "p99": ratio(self.p99_ratio)},
+                "floor_ratio": {
+                    "median": ratio(self.floor_median_ratio),
+                    "p99": ratio(self.floor_p99_ratio),
+                },
             },
             "rounds": self.rounds,
             "warmup_rounds": self.warmup_rounds,
@@ -160,19 +178,39 @@ DECLARE
     t0 timestamptz;
     t1 timestamptz;
     t2 timestamptz;
+    t3 timestamptz;
     status text;
 BEGIN
     raw_us := ARRAY[]::double precision[];
+    floor_us := ARRAY[]::double precision[];
     safe_us := ARRAY[]::double precision[];
     FOR i IN 1..calls LOOP
         t0 := pg_catalog.clock_timestamp();
         status := {dblink}.dblink_exec(conn_name, stmt);
         t1 := pg_catalog.clock_timestamp();
-        status := {toolkit}.safe_dblink_exec(conn_name, stmt);
+        status := pg_temp.pgdblink_safe_bench_floor(conn_name, stmt);
         t2 := pg_catalog.clock_timestamp();
+        status := {toolkit}.safe_dblink_exec(conn_name, stmt);
+        t3 := pg_catalog.clock_timestamp();
         raw_us[i] := pg_catalog.date_part('epoch', t1 - t0) * 1000000;
-        safe_us[i] := pg_catalog.date_part('epoch', t2 - t1) * 1000000;
+        floor_us[i] := pg_catalog.date_part('epoch', t2 - t1) * 1000000;
+        safe_us[i] := pg_catalog.date_part('epoch', t3 - t2) * 1000000;
     END LOOP;
+END;
+"""
+
+# The least any wrapper that keeps the promises must do: a function with a pinned
+# search_path (so that nothing in the caller's path can capture a call) and an exception
+# block around the remote call (so that a connection lost after sending can be told from a
+# remote error). Measured next to the others, it shows what the toolkit's checks and
+# bookkeeping cost on top.
+_FLOOR = """
+BEGIN
+    BEGIN
+        RETURN {dblink}.dblink_exec(conn_name, stmt);
+    EXCEPTION WHEN OTHERS THEN
+        RAISE;
+    END;
 END;
 """
 
@@ -271,11 +309,12 @@ _ROUND_ARGS = (
 #: name -> (arguments, return clause, body)
 _HELPERS = {
     "pgdblink_safe_bench_latency": (
-        "conn_name text, stmt text, calls integer, "
-        "OUT raw_us double precision[], OUT safe_us double precision[]",
+        "conn_name text, stmt text, calls integer, OUT raw_us double precision[], "
+        "OUT floor_us double precision[], OUT safe_us double precision[]",
         "",
         _LATENCY,
     ),
+    "pgdblink_safe_bench_floor": ("conn_name text, stmt text", "RETURNS text", _FLOOR),
     "pgdblink_safe_bench_kill": (
         "conn_name text, control_name text, timeout_s double precision, settle_s double precision",
         "RETURNS integer",
@@ -331,13 +370,15 @@ def _remote_pid(conn: psycopg.Connection[Any], dblink: sql.Identifier, name: str
     return int(row[0])
 
 
-def _latency(conn: psycopg.Connection[Any], calls: int) -> tuple[list[float], list[float]]:
+def _latency(
+    conn: psycopg.Connection[Any], calls: int
+) -> tuple[list[float], list[float], list[float]]:
     row = conn.execute(
-        "SELECT raw_us, safe_us FROM pg_temp.pgdblink_safe_bench_latency(%s, %s, %s)",
+        "SELECT raw_us, floor_us, safe_us FROM pg_temp.pgdblink_safe_bench_latency(%s, %s, %s)",
         [_SAFE, STATEMENT, calls],
     ).fetchone()
     assert row is not None
-    return list(row[0]), list(row[1])
+    return list(row[0]), list(row[1]), list(row[2])
 
 
 def _round(conn: psycopg.Connection[Any], helper: str, name: str, target: str) -> float | None:
@@ -399,13 +440,13 @@ def run_bench(
         )
         warmup = min(WARMUP_CALLS, calls)
         progress(
-            f"benchmarking {calls} raw and {calls} safe calls, interleaved on one connection "
-            f"(after {warmup} warm-up calls) ..."
+            f"benchmarking {calls} calls each of raw dblink_exec, a minimal wrapper and "
+            f"safe_dblink_exec, interleaved on one connection (after {warmup} warm-up calls) ..."
         )
         started = time.monotonic()
         _latency(conn, warmup)
         pid_before = _remote_pid(conn, dblink, _SAFE)
-        raw_us, safe_us = _latency(conn, calls)
+        raw_us, floor_us, safe_us = _latency(conn, calls)
         same_backend = _remote_pid(conn, dblink, _SAFE) == pid_before
         progress(f"  done in {time.monotonic() - started:.1f} s")
         if not same_backend:
@@ -454,6 +495,7 @@ def run_bench(
         rounds=rounds,
         warmup_rounds=WARMUP_ROUNDS,
         raw=Latency(percentile(raw_us, 0.5), percentile(raw_us, 0.99)),
+        floor=Latency(percentile(floor_us, 0.5), percentile(floor_us, 0.99)),
         safe=Latency(percentile(safe_us, 0.5), percentile(safe_us, 0.99)),
         safe_recovery=Recovery(percentile(safe_ms, 0.5), max(safe_ms)),
         plain_recovery=Recovery(percentile(plain_ms, 0.5), max(plain_ms)),

@@ -258,8 +258,8 @@ def _bench_lines(result: bench.BenchResult) -> list[str]:
         f"server            PostgreSQL {result.server_version}",
         f"toolkit           schema {result.schema}, version {result.installed_version}, "
         f"validation window {result.validation_window_ms} ms",
-        f"calls             {result.calls} raw + {result.calls} safe, interleaved on one "
-        f"connection (after {result.warmup_calls} warm-up)",
+        f"calls             {result.calls} of each, interleaved on one connection "
+        f"(after {result.warmup_calls} warm-up)",
     ]
     if not result.same_remote_backend:
         lines.append("warning           the connection was replaced during the measurement")
@@ -268,8 +268,14 @@ def _bench_lines(result: bench.BenchResult) -> list[str]:
         ("median µs", "p99 µs"),
         [
             ("raw dblink_exec", f"{result.raw.median_us:.1f}", f"{result.raw.p99_us:.1f}"),
+            (
+                "minimal wrapper (floor)",
+                f"{result.floor.median_us:.1f}",
+                f"{result.floor.p99_us:.1f}",
+            ),
             ("safe_dblink_exec", f"{result.safe.median_us:.1f}", f"{result.safe.p99_us:.1f}"),
-            ("ratio", ratio(result.median_ratio), ratio(result.p99_ratio)),
+            ("ratio floor / raw", ratio(result.floor_median_ratio), ratio(result.floor_p99_ratio)),
+            ("ratio safe / raw", ratio(result.median_ratio), ratio(result.p99_ratio)),
         ],
     )
     safe, plain = result.safe_recovery, result.plain_recovery

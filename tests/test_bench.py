@@ -85,7 +85,7 @@ def test_json_figures_are_sane_and_nothing_is_left_behind(
         "--json",
     )
     assert result.returncode == 0, result.stderr
-    assert "benchmarking 200 raw and 200 safe calls" in result.stderr
+    assert "benchmarking 200 calls each of raw dblink_exec, a minimal wrapper" in result.stderr
     assert "measuring recovery after pg_terminate_backend: 3 rounds" in result.stderr
     data = json.loads(result.stdout)
 
@@ -97,11 +97,13 @@ def test_json_figures_are_sane_and_nothing_is_left_behind(
     assert data["server_version_num"] == local.version_num
     assert data["same_remote_backend"] is True
     latency = data["latency_us"]
-    for side in ("raw", "safe"):
+    for side in ("raw", "floor", "safe"):
         assert 0 < latency[side]["median"] <= latency[side]["p99"]
     for figure in ("median", "p99"):
         expected = latency["safe"][figure] / latency["raw"][figure]
         assert latency["ratio"][figure] == pytest.approx(expected, rel=1e-3)
+        expected = latency["floor"][figure] / latency["raw"][figure]
+        assert latency["floor_ratio"][figure] == pytest.approx(expected, rel=1e-3)
     for side in ("safe", "plain"):
         recovery = data["recovery_ms"][side]
         assert 0 < recovery["median"] <= recovery["max"]
@@ -127,13 +129,15 @@ def test_text_table_with_the_default_target(
         "calls",
         "",
         "raw dblink_exec",
+        "minimal wrapper (floor)",
         "safe_dblink_exec",
-        "ratio",
+        "ratio floor / raw",
+        "ratio safe / raw",
         "recovery after pg_terminate_backend (2 rounds)",
         "safe_dblink_exec (reconnects itself)",
         "plain: fail, disconnect, connect, exec",
     ]
-    assert "50 raw + 50 safe, interleaved on one connection" in result.stdout
+    assert "50 of each, interleaved on one connection" in result.stdout
     assert "validation window 1000 ms" in result.stdout
     # The loopback connections went to the database itself; they are all closed again.
     wait_for_backends(local, local_db, before_local)
@@ -178,7 +182,7 @@ def test_api_with_quoted_schemas_cleans_up_its_own_session(
     assert (result.calls, result.rounds) == (20, 1)
     assert result.raw.median_us > 0 and result.safe.median_us > 0
     assert result.as_dict()["latency_us"]["ratio"]["median"] is not None
-    assert any(line.startswith("benchmarking 20 raw and 20 safe calls") for line in lines)
+    assert any(line.startswith("benchmarking 20 calls each of raw") for line in lines)
     # Same session: the helpers and the dblink connections are gone before the session ends.
     assert bench_helpers(conn) == []
     row = conn.execute('SELECT "dblink $x$ ext".dblink_get_connections()').fetchone()

@@ -370,6 +370,35 @@ def test_max_lifetime_recycles_the_connection(installed: Conn, target: str) -> N
     assert listing(installed)["reconnects"] == 1
 
 
+def test_names_differing_in_case_quotes_or_bytes_keep_separate_state(
+    installed: Conn, target: str, remote: Server, remote_db: str
+) -> None:
+    # Session settings compare names without case; the state of "Orders" must not be that
+    # of "orders", nor may quotes or multibyte characters break or merge anything.
+    names = ["orders", "Orders", "ordérs", "o'r;d$$", "orders "]
+    for name in names:
+        assert scalar(installed, "SELECT dblink_safe.ensure_dblink_conn(%s, %s)", name, target) == (
+            "connected"
+        )
+    for count, name in enumerate(names, start=1):
+        for _ in range(count):
+            assert (
+                scalar(
+                    installed,
+                    "SELECT dblink_safe.safe_dblink_exec(%s, %s)",
+                    name,
+                    f"INSERT INTO items (note) VALUES ('{name.replace(chr(39), chr(39) * 2)}')",
+                )
+                == "INSERT 0 1"
+            )
+    uses = dict(
+        installed.execute("SELECT conn_name, uses FROM dblink_safe.connections()").fetchall()
+    )
+    assert uses == {name: count for count, name in enumerate(names, start=1)}
+    for count, name in enumerate(names, start=1):
+        assert rows(remote, remote_db, name.replace("'", "''")) == count
+
+
 def test_disconnect_and_disconnect_all(installed: Conn, target: str) -> None:
     ensure(installed, target)
     scalar(installed, "SELECT dblink_safe.ensure_dblink_conn('s', %s)", target)
