@@ -150,8 +150,21 @@ def render(schema: str, dblink_schema: str, after_version: int, **tunables: int)
     show_default=True,
     help="Seconds to wait for another installer to finish.",
 )
+@click.option(
+    "--grant",
+    "grants",
+    multiple=True,
+    metavar="ROLE",
+    help="Let ROLE call the wrappers (USAGE on the schema, EXECUTE on its functions); "
+    "repeatable. Roles granted once keep it through later migrations.",
+)
 def install(
-    dsn: str, schema: str, create_extension: bool, lock_timeout: float, **tunables: int | None
+    dsn: str,
+    schema: str,
+    create_extension: bool,
+    lock_timeout: float,
+    grants: tuple[str, ...],
+    **tunables: int | None,
 ) -> None:
     """Apply the pending migrations to a database; running it again changes nothing.
 
@@ -160,7 +173,8 @@ def install(
 
     \b
     Example:
-        pgdblink-safe install --dsn postgresql://admin@db1/app --create-extension
+        pgdblink-safe install --dsn postgresql://admin@db1/app --create-extension \\
+            --grant app_writer --grant etl_jobs
     """
     chosen = {k: v for k, v in tunables.items() if v is not None}
     with _connect(dsn) as conn:
@@ -173,6 +187,7 @@ def install(
             settings,
             schema=schema,
             create_extension=create_extension,
+            grant=grants,
             lock_timeout_s=lock_timeout,
             progress=_progress,
         )

@@ -99,7 +99,8 @@ def record_statement(settings: Settings) -> str:
     table = f"{ident(settings.schema)}.installed_migrations"
     return (
         f"INSERT INTO {table} (version, name, checksum, settings)\n"
-        "VALUES (\n    %(version)s,\n    %(name)s,\n    %(checksum)s,\n    %(settings)s::jsonb\n)"
+        "VALUES (\n    %(version)s,\n    %(name)s,\n    %(checksum)s,\n"
+        "    %(settings)s::pg_catalog.jsonb\n)"
     )
 
 

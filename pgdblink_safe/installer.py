@@ -4,7 +4,7 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -185,12 +185,97 @@ def _verify(applied: list[AppliedMigration], settings: Settings) -> None:
             )
 
 
+def _check_roles(conn: psycopg.Connection[Any], roles: Sequence[str]) -> None:
+    missing = [
+        role
+        for role in roles
+        if conn.execute("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s", [role]).fetchone()
+        is None
+    ]
+    if missing:
+        names = ", ".join(map(repr, missing))
+        raise InstallError(f"role(s) {names} do not exist; nothing was granted")
+
+
+def _check_schema_safety(conn: psycopg.Connection[Any], schema: str) -> None:
+    """Refuse a schema the installing role does not own, or that others may create in.
+
+    Anyone who may CREATE in the schema could add an overload that captures a call of the
+    toolkit's functions; anyone who owns it could replace them.
+    """
+    row = conn.execute(
+        "SELECT pg_catalog.pg_get_userbyid(n.nspowner), "
+        "pg_catalog.pg_has_role(n.nspowner, 'USAGE') "
+        "FROM pg_catalog.pg_namespace n WHERE n.nspname = %s",
+        [schema],
+    ).fetchone()
+    if row is None:
+        return
+    owner, is_member = row
+    if not is_member:
+        raise InstallError(
+            f"schema {schema!r} is owned by {owner!r}, not by the installing role "
+            f"{conn.info.user!r}: install as its owner, or into another schema"
+        )
+    creators = [
+        r[0]
+        for r in conn.execute(
+            "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' "
+            "ELSE pg_catalog.pg_get_userbyid(a.grantee) END "
+            "FROM pg_catalog.pg_namespace n, "
+            "LATERAL pg_catalog.aclexplode(n.nspacl) AS a "
+            "WHERE n.nspname = %s AND a.privilege_type = 'CREATE' AND a.grantee <> n.nspowner "
+            "ORDER BY 1",
+            [schema],
+        )
+    ]
+    if creators:
+        raise InstallError(
+            f"role(s) {', '.join(creators)} may CREATE in schema {schema!r}, which would let "
+            f"them capture the toolkit's calls: REVOKE CREATE ON SCHEMA {schema} FROM them first"
+        )
+
+
+def _grant(conn: psycopg.Connection[Any], schema: str, roles: Sequence[str]) -> None:
+    """What a role needs to call the wrappers: USAGE on the schema, EXECUTE on its functions.
+
+    The wrappers run with the caller's rights, so the functions they call are granted too.
+    """
+    for role in roles:
+        conn.execute(
+            sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
+                sql.Identifier(schema), sql.Identifier(role)
+            )
+        )
+        conn.execute(
+            sql.SQL("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {} TO {}").format(
+                sql.Identifier(schema), sql.Identifier(role)
+            )
+        )
+
+
+def granted_roles(conn: psycopg.Connection[Any], schema: str) -> list[str]:
+    """Roles other than the owner that hold USAGE on the toolkit's schema."""
+    return [
+        row[0]
+        for row in conn.execute(
+            "SELECT DISTINCT pg_catalog.pg_get_userbyid(a.grantee) "
+            "FROM pg_catalog.pg_namespace n, LATERAL pg_catalog.aclexplode(n.nspacl) AS a "
+            "WHERE n.nspname = %s AND a.privilege_type = 'USAGE' AND a.grantee <> 0 "
+            "AND a.grantee <> n.nspowner ORDER BY 1",
+            [schema],
+        )
+    ]
+
+
 def install(
     conn: psycopg.Connection[Any],
     settings: Settings | None = None,
     *,
     schema: str | None = None,
     create_extension: bool = False,
+    grant: Sequence[str] = (),
+    to_version: int | None = None,
     lock_timeout_s: float = 10.0,
     statement_timeout_s: float = 120.0,
     progress: Progress = _quiet,
@@ -198,10 +283,15 @@ def install(
     """Apply the pending migrations; each commits together with the row that records it.
 
     ``settings`` defaults to what the schema was installed with (or the package defaults);
-    the dblink schema is always looked up in the database. Returns what was applied, so an
-    empty list means the database was already up to date.
+    the dblink schema is always looked up in the database. ``grant`` names roles that get
+    what they need to call the wrappers; roles granted before keep it through every
+    migration. ``to_version`` stops at that version instead of the latest. Returns what was
+    applied, so an empty list means the database was already up to date.
     """
     _require_idle(conn)
+    latest = latest_version()
+    if to_version is not None and not 1 <= to_version <= latest:
+        raise InstallError(f"to_version must be from 1 to {latest}, not {to_version}")
     target_schema = schema or (settings.schema if settings else Settings().schema)
     applied_now: list[RenderedMigration] = []
     with conn.transaction():
@@ -218,11 +308,18 @@ def install(
             conn.execute("CREATE EXTENSION dblink")
             dblink_schema = find_dblink_schema(conn)
             assert dblink_schema is not None
+        _check_roles(conn, grant)
         applied = _read_applied(conn, target_schema)
         if applied is None and _schema_exists(conn, target_schema):
             raise InstallError(
                 f"schema {target_schema!r} already exists and holds no pgdblink_safe "
                 "installation: choose another schema or drop that one"
+            )
+        _check_schema_safety(conn, target_schema)
+        if to_version is not None and applied and applied[-1].version > to_version:
+            raise InstallError(
+                f"schema {target_schema!r} is at version {applied[-1].version}, beyond "
+                f"{to_version}: migrations are never undone"
             )
         if settings is None:
             base = Settings.from_dict(applied[-1].settings) if applied else Settings()
@@ -232,7 +329,7 @@ def install(
         _verify(applied or [], settings)
     done = {m.version for m in applied or []}
     for rendered in render_migrations(settings):
-        if rendered.version in done:
+        if rendered.version in done or (to_version is not None and rendered.version > to_version):
             continue
         started = time.monotonic()
         progress(f"applying {rendered.version:04d}_{rendered.name}")
@@ -244,7 +341,10 @@ def install(
             if rendered.version in current:
                 progress(f"  {rendered.version:04d} was applied meanwhile by another run")
                 continue
+            holders = granted_roles(conn, settings.schema) if rendered.version > 1 else []
             conn.execute(rendered.sql.encode())  # bytes: several statements, no placeholders
+            # A migration that creates or recreates functions starts them without grants.
+            _grant(conn, settings.schema, holders)
             conn.execute(
                 record_statement(settings),
                 {
@@ -256,6 +356,12 @@ def install(
             )
         applied_now.append(rendered)
         progress(f"  done in {(time.monotonic() - started) * 1000:.0f} ms")
+    if grant:
+        with conn.transaction():
+            _set_timeouts(conn, lock_timeout_s, statement_timeout_s)
+            _lock(conn, settings.schema, lock_timeout_s)
+            _grant(conn, settings.schema, grant)
+        progress(f"granted use of schema {settings.schema} to {', '.join(grant)}")
     return applied_now
 
 

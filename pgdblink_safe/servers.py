@@ -79,10 +79,14 @@ class Server:
         """Connection string this Python process uses (may differ from ``conninfo`` in Docker)."""
         return self.conninfo(dbname)
 
-    def connect(self, dbname: str = "postgres", autocommit: bool = True) -> psycopg.Connection[Any]:
-        return psycopg.connect(
-            self.client_conninfo(dbname), autocommit=autocommit, connect_timeout=10
-        )
+    def connect(
+        self, dbname: str = "postgres", autocommit: bool = True, user: str | None = None
+    ) -> psycopg.Connection[Any]:
+        """A client connection, as the superuser or as ``user``."""
+        conninfo = self.client_conninfo(dbname)
+        if user:
+            conninfo = psycopg.conninfo.make_conninfo(conninfo, user=user)
+        return psycopg.connect(conninfo, autocommit=autocommit, connect_timeout=10)
 
     def execute(self, query: str | sql.Composable, dbname: str = "postgres") -> list[Any]:
         with self.connect(dbname) as conn:
