@@ -38,6 +38,13 @@ class Settings:
     max_lifetime_ms: int = 0
     #: Recycle a connection idle for longer than this instead of probing it (0 = never).
     max_idle_ms: int = 0
+    #: Backstop for remote_tx: the remote ends a transaction left idle this long (its
+    #: idle_in_transaction_session_timeout), so a rolled-back local transaction cannot hold
+    #: remote locks longer than this even when no later toolkit call closes its connection.
+    remote_tx_idle_timeout_ms: int = 30000
+    #: How long the remote COMMIT of remote_tx may take at local commit before its outcome is
+    #: resolved with pg_xact_status.
+    remote_commit_timeout_ms: int = 30000
 
     def __post_init__(self) -> None:
         for name in ("schema", "dblink_schema"):
@@ -65,6 +72,8 @@ class Settings:
             "resolve_wait_ms": (0, 600_000),
             "max_lifetime_ms": (0, 31_536_000_000),
             "max_idle_ms": (0, 31_536_000_000),
+            "remote_tx_idle_timeout_ms": (100, 86_400_000),
+            "remote_commit_timeout_ms": (100, 3_600_000),
         }
         for name, (low, high) in limits.items():
             value = getattr(self, name)
@@ -77,6 +86,11 @@ class Settings:
         if _GUC_PART.match(self.schema):
             return self.schema
         return "pgdblink_safe_" + hashlib.sha256(self.schema.encode()).hexdigest()[:12]
+
+    @property
+    def tx_table(self) -> str:
+        """The session's temporary table whose deferred trigger closes connections at commit."""
+        return "pgdblink_safe_tx_" + hashlib.sha256(self.schema.encode()).hexdigest()[:12]
 
     @property
     def conninfo_defaults(self) -> str:
