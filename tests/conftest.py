@@ -109,3 +109,15 @@ def remote_db(remote: Server) -> Iterator[str]:
 def target(remote: Server, remote_db: str) -> str:
     """A libpq connection string for ``remote_db`` as the local server reaches it."""
     return remote.conninfo(remote_db)
+
+
+@pytest.fixture
+def commit_reply_lost(remote: Server, remote_db: str) -> Iterator[str]:
+    """A target whose COMMITs wait for a standby that never comes, until terminated.
+
+    A backend terminated in that wait has committed locally and never replies: the client
+    sees a broken connection although the transaction committed. Only sessions opened with
+    this target wait; the server's own commits stay asynchronous.
+    """
+    with remote.settings(synchronous_standby_names="never_there"):
+        yield remote.conninfo(remote_db, options="-c synchronous_commit=on")

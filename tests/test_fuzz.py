@@ -108,6 +108,8 @@ def test_generated_calls_end_in_success_or_a_documented_sqlstate(
                     "validation_window": st.sampled_from(INTERVALS),
                     "max_attempts": st.sampled_from([None, -1, 0, 1, 2, 1000]),
                     "retry_budget": st.sampled_from(INTERVALS),
+                    "scope": st.sampled_from([None, "session", "transaction", "bogus"]),
+                    "remote_tx": st.sampled_from([None, True, False]),
                 },
             ),
         ),
@@ -134,6 +136,8 @@ def test_generated_calls_end_in_success_or_a_documented_sqlstate(
         casts = {
             "max_attempts": "integer",
             "idempotent": "boolean",
+            "remote_tx": "boolean",
+            "scope": "text",
         }
         extra = "".join(f", {key} => %({key})s::{casts.get(key, 'interval')}" for key in options)
         params: dict[str, Any] = {"name": name, "arg": arg} | options

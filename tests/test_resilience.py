@@ -2,11 +2,11 @@
 
 import threading
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
 import pytest
+from faults import finish, in_background, kill_when
 
 from pgdblink_safe.servers import LocalCluster, Server, wait_for
 
@@ -58,42 +58,6 @@ def remote_pid(conn: Conn) -> int:
     return int(
         scalar(conn, "SELECT p FROM public.dblink('r', 'SELECT pg_backend_pid()') AS t(p int)")
     )
-
-
-def in_background(local: Server, local_db: str, work: Callable[[Conn], Any]) -> dict[str, Any]:
-    """Run ``work`` in its own session on a thread; the dict gets 'result' or 'error'."""
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        with local.connect(local_db) as other:
-            try:
-                outcome["result"] = work(other)
-            except psycopg.Error as exc:
-                outcome["error"] = exc
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    outcome["thread"] = thread
-    return outcome
-
-
-def finish(outcome: dict[str, Any]) -> dict[str, Any]:
-    outcome["thread"].join(60)
-    assert not outcome["thread"].is_alive()
-    return outcome
-
-
-def kill_when(remote: Server, remote_db: str, condition: str) -> None:
-    """Terminate the remote backend of ``remote_db`` as soon as it matches ``condition``."""
-    pid = wait_for(
-        lambda: remote.execute(
-            "SELECT pid FROM pg_stat_activity "
-            f"WHERE datname = '{remote_db}' AND pid <> pg_backend_pid() AND {condition}"
-        ),
-        15,
-        f"a remote backend with {condition}",
-    )[0][0]
-    remote.execute(f"SELECT pg_terminate_backend({pid})")
 
 
 @pytest.fixture
@@ -153,18 +117,6 @@ def test_non_idempotent_statement_killed_mid_statement_is_08007(
     assert err.sqlstate == "08007"
     assert "SQLSTATE" in err.diag.message_detail
     assert rows(remote, remote_db, "once") <= 1
-
-
-@pytest.fixture
-def commit_reply_lost(remote: Server, remote_db: str) -> Iterator[str]:
-    """A target whose COMMITs wait for a standby that never comes, until terminated.
-
-    A backend terminated in that wait has committed locally and never replies: the client
-    sees a broken connection although the transaction committed. Only sessions opened with
-    this target wait; the server's own commits stay asynchronous.
-    """
-    with remote.settings(synchronous_standby_names="never_there"):
-        yield remote.conninfo(remote_db, options="-c synchronous_commit=on")
 
 
 def test_lost_commit_reply_is_resolved_as_committed(

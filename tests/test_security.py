@@ -83,10 +83,16 @@ def test_plpgsql_check_finds_nothing(installed: Conn) -> None:
         "WHERE p.pronamespace = 'dblink_safe'::regnamespace "
         "AND p.prolang = (SELECT oid FROM pg_catalog.pg_language WHERE lanname = 'plpgsql')",
     )
+    # The session's commit-hook table must exist for the statements that use it to be
+    # checked; trigger functions are checked against a table shaped like it.
+    installed.execute("SELECT dblink_safe._hook('tx:probe', false)")
+    installed.execute("CREATE TEMP TABLE hook_shape (link text NOT NULL, remote_tx boolean)")
     findings = installed.execute(
         "SELECT p.oid::regprocedure::text, c.lineno, c.level, c.message "
         "FROM pg_catalog.pg_proc p "
         "CROSS JOIN LATERAL plpgsql_check_function_tb(p.oid, "
+        "    relid => CASE WHEN p.prorettype = 'pg_catalog.trigger'::regtype "
+        "                  THEN 'pg_temp.hook_shape'::regclass ELSE 0 END, "
         "    anyelememttype => 'pg_catalog.pg_class'::regtype, all_warnings => true) AS c "
         "WHERE p.pronamespace = 'dblink_safe'::regnamespace "
         "AND p.prolang = (SELECT oid FROM pg_catalog.pg_language WHERE lanname = 'plpgsql')"
