@@ -344,6 +344,34 @@ class LocalCluster(Server):
         )
         if result.returncode != 0:
             raise ServerError(f"initdb failed for {self.label}:\n{result.stdout}\n{result.stderr}")
+        return self._configure_and_start(extra_conf)
+
+    def start_standby(self, primary: "LocalCluster") -> "LocalCluster":
+        """Start as a hot standby streaming from ``primary`` (a copy taken now)."""
+        self.base.chmod(0o755)
+        if self.os_user is not None:
+            os.chown(self.base, pwd.getpwnam(self.os_user).pw_uid, -1)
+        result = self._run(
+            str(self.binaries.bindir / "pg_basebackup"),
+            "-D",
+            str(self.datadir),
+            "-h",
+            primary.host,
+            "-p",
+            str(primary.port),
+            "-U",
+            primary.user,
+            "-R",
+            "--checkpoint=fast",
+            "--no-sync",
+        )
+        if result.returncode != 0:
+            raise ServerError(
+                f"pg_basebackup failed for {self.label}:\n{result.stdout}\n{result.stderr}"
+            )
+        return self._configure_and_start({"hot_standby": "on"})
+
+    def _configure_and_start(self, extra_conf: dict[str, str] | None) -> "LocalCluster":
         conf = _TEST_CONF | {"unix_socket_directories": f"'{self.base}'"} | (extra_conf or {})
         for attempt in range(5):
             self.port = _free_port()

@@ -87,6 +87,8 @@ def test_generated_calls_end_in_success_or_a_documented_sqlstate(
         f"host={remote.host} password='{SECRET} port=",
         good + " no_such_option=1",
         "no_such_foreign_server",
+        f"host={remote.host} dbname='a;b$$c' password={SECRET}",
+        "'; DROP TABLE items; --",
         "",
         " ",
         None,

@@ -8,7 +8,7 @@ import pytest
 from faults import finish, in_background, kill_when
 
 import pgdblink_safe
-from pgdblink_safe.servers import Server, wait_for
+from pgdblink_safe.servers import LocalCluster, Server, wait_for
 
 Conn = psycopg.Connection[Any]
 
@@ -236,6 +236,35 @@ def test_procedure_that_commits_in_a_loop(
     assert rows(remote, remote_db, "batch") == 3
 
 
+def test_procedure_that_rolls_back_some_iterations(
+    installed: Conn, target: str, remote: Server, remote_db: str
+) -> None:
+    installed.execute(
+        """
+        CREATE PROCEDURE some_batches(target text) LANGUAGE plpgsql AS $$
+        BEGIN
+            FOR i IN 1..3 LOOP
+                PERFORM dblink_safe.ensure_dblink_conn('r', target,
+                    scope => 'transaction', remote_tx => true);
+                PERFORM dblink_safe.safe_dblink_exec('r',
+                    format('INSERT INTO items (note) VALUES (%L)', 'iteration ' || i));
+                IF i = 2 THEN
+                    ROLLBACK;
+                ELSE
+                    COMMIT;
+                END IF;
+            END LOOP;
+        END $$
+        """
+    )
+    installed.execute("CALL some_batches(%s)", [target])
+    assert links(installed) == []
+    wait_gone(remote, remote_db)
+    assert rows(remote, remote_db, "iteration 1") == 1
+    assert rows(remote, remote_db, "iteration 2") == 0
+    assert rows(remote, remote_db, "iteration 3") == 1
+
+
 def test_functions_calling_functions_share_the_transaction(
     installed: Conn, target: str, remote: Server, remote_db: str
 ) -> None:
@@ -447,3 +476,38 @@ def test_remote_tx_connection_lost_before_commit_fails_the_local_commit(
     assert scalar(installed, "SELECT count(*) FROM local_rows") == 0
     assert rows(remote, remote_db, "lost") == 0
     assert links(installed) == []
+
+
+def test_on_a_hot_standby_connections_close_at_the_next_call(
+    installed: Conn, local: Server, local_db: str, target: str, remote: Server, remote_db: str
+) -> None:
+    if not isinstance(local, LocalCluster):
+        pytest.skip(f"needs a local server this process can copy; {local.label} is not one")
+    standby = LocalCluster(binaries=local.binaries, label="standby")
+    try:
+        standby.start_standby(local)
+        with standby.connect(local_db) as conn:
+            assert scalar(conn, "SELECT pg_is_in_recovery()") is True
+            # Session scope works as anywhere else.
+            assert scalar(conn, "SELECT dblink_safe.ensure_dblink_conn('s', %s)", target) == (
+                "connected"
+            )
+            assert insert(conn, "from standby", name="s") == "INSERT 0 1"
+            # Transaction scope without a commit hook: closed by the next toolkit call.
+            with conn.transaction():
+                assert ensure_tx(conn, target) == "connected"
+                assert insert(conn, "from standby") == "INSERT 0 1"
+            assert sorted(links(conn)) == ["s", "tx:r"]
+            scopes = conn.execute(
+                "SELECT conn_name, scope FROM dblink_safe.connections()"
+            ).fetchall()
+            assert scopes == [("s", "session")]
+            assert links(conn) == ["s"]
+            # remote_tx cannot be had: nothing would commit it at local commit.
+            with pytest.raises(psycopg.Error) as info, conn.transaction():
+                ensure_tx(conn, target, remote_tx=True)
+            assert info.value.sqlstate == "25006"
+            assert "commit hook" in str(info.value)
+        assert rows(remote, remote_db, "from standby") == 2
+    finally:
+        standby.stop()
