@@ -5,14 +5,17 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 import psycopg
 
 from pgdblink_safe import __version__, bench, installer
+from pgdblink_safe import demo as demo_module
+from pgdblink_safe import export as export_module
 from pgdblink_safe._conninfo import scrub
-from pgdblink_safe.errors import ConfigurationError, InstallError, PgDblinkSafeError
+from pgdblink_safe.errors import ConfigurationError, InstallError, PgDblinkSafeError, ServerError
 from pgdblink_safe.generator import render_script
 from pgdblink_safe.settings import Settings
 
@@ -89,6 +92,69 @@ def _connect(dsn: str, also_secret: str = "") -> Iterator[psycopg.Connection[Any
         conn.close()
 
 
+def dry_run_options(func: F) -> F:
+    func = click.option(
+        "--dblink-schema",
+        default="public",
+        show_default=True,
+        help="With --sql: the schema dblink lives in (otherwise it is looked up).",
+    )(func)
+    func = click.option(
+        "--sql", is_flag=True, help="Print the SQL that would run; connect to nothing."
+    )(func)
+    return click.option(
+        "--dry-run",
+        is_flag=True,
+        help="Apply inside one transaction, print what would change, and roll back.",
+    )(func)
+
+
+def _settings_for(conn: psycopg.Connection[Any], schema: str, chosen: dict[str, Any]) -> Any:
+    if not chosen:
+        return None
+    current = installer.status(conn, schema).settings or Settings(schema=schema)
+    return Settings.from_dict(current.as_dict() | chosen)
+
+
+def _print_sql(schema: str, dblink_schema: str, chosen: dict[str, Any], after_version: int) -> None:
+    try:
+        settings = Settings(schema=schema, dblink_schema=dblink_schema, **chosen)
+    except ConfigurationError as exc:
+        _fail(str(exc), 1)
+    click.echo(render_script(settings, after_version), nl=False)
+
+
+def _dry_run(
+    dsn: str,
+    schema: str,
+    chosen: dict[str, Any],
+    create_extension: bool,
+    to_version: int | None,
+    lock_timeout: float,
+) -> None:
+    with _connect(dsn) as conn:
+        plan = installer.plan(
+            conn,
+            _settings_for(conn, schema, chosen),
+            schema=schema,
+            create_extension=create_extension,
+            to_version=to_version,
+            lock_timeout_s=lock_timeout,
+        )
+    _progress("dry run: everything was rolled back")
+    if not plan.migrations:
+        click.echo("nothing to apply")
+        return
+    click.echo(f"would apply {', '.join(plan.migrations)}")
+    for verb, names in (
+        ("create ", plan.created),
+        ("replace", plan.replaced),
+        ("drop   ", plan.dropped),
+    ):
+        for name in names:
+            click.echo(f"  would {verb} {name}")
+
+
 @click.group()
 @click.version_option(__version__, prog_name="pgdblink-safe")
 def cli() -> None:
@@ -158,33 +224,42 @@ def render(schema: str, dblink_schema: str, after_version: int, **tunables: int)
     help="Let ROLE call the wrappers (USAGE on the schema, EXECUTE on its functions); "
     "repeatable. Roles granted once keep it through later migrations.",
 )
+@dry_run_options
 def install(
     dsn: str,
     schema: str,
     create_extension: bool,
     lock_timeout: float,
     grants: tuple[str, ...],
+    dry_run: bool,
+    sql: bool,
+    dblink_schema: str,
     **tunables: int | None,
 ) -> None:
     """Apply the pending migrations to a database; running it again changes nothing.
 
     Each migration commits together with the row that records it. Settings default to what
-    the schema was installed with.
+    the schema was installed with. --dry-run applies everything in one transaction and rolls
+    it back, printing what would change; --sql prints the SQL and connects to nothing.
 
     \b
-    Example:
+    Examples:
         pgdblink-safe install --dsn postgresql://admin@db1/app --create-extension \\
             --grant app_writer --grant etl_jobs
+        pgdblink-safe install --dsn postgresql://admin@db1/app --dry-run
+        pgdblink-safe install --sql --dblink-schema extensions > install.sql
     """
     chosen = {k: v for k, v in tunables.items() if v is not None}
+    if sql:
+        _print_sql(schema, dblink_schema, chosen, after_version=0)
+        return
+    if dry_run:
+        _dry_run(dsn, schema, chosen, create_extension, None, lock_timeout)
+        return
     with _connect(dsn) as conn:
-        settings = None
-        if chosen:
-            current = installer.status(conn, schema).settings or Settings(schema=schema)
-            settings = Settings.from_dict(current.as_dict() | chosen)
         applied = installer.install(
             conn,
-            settings,
+            _settings_for(conn, schema, chosen),
             schema=schema,
             create_extension=create_extension,
             grant=grants,
@@ -202,6 +277,164 @@ def install(
             f"pgdblink_safe in schema {schema} of database {state.database} is up to date "
             f"(version {state.installed_version})"
         )
+
+
+@cli.command()
+@dsn_option
+@schema_option
+@click.option(
+    "--to-version",
+    type=int,
+    default=None,
+    help="Stop at this version (default: the latest this package has).",
+)
+@click.option(
+    "--from-version",
+    type=int,
+    default=None,
+    help="With --sql: the version the database is at (required then).",
+)
+@click.option(
+    "--lock-timeout",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds to wait for another installer to finish.",
+)
+@dry_run_options
+@tunable_options(show_default=False)
+def upgrade(
+    dsn: str,
+    schema: str,
+    to_version: int | None,
+    from_version: int | None,
+    lock_timeout: float,
+    dry_run: bool,
+    sql: bool,
+    dblink_schema: str,
+    **tunables: int | None,
+) -> None:
+    """Bring an installed toolkit to the latest version (or --to-version).
+
+    Applies each newer migration in its own transaction with the row that records it, using
+    the settings the schema was installed with; grants given to roles are kept.
+
+    \b
+    Examples:
+        pgdblink-safe upgrade --dsn postgresql://admin@db1/app
+        pgdblink-safe upgrade --dsn postgresql://admin@db1/app --dry-run
+        pgdblink-safe upgrade --sql --from-version 3 > upgrade.sql
+    """
+    chosen = {k: v for k, v in tunables.items() if v is not None}
+    if sql:
+        if from_version is None:
+            _fail("--sql needs --from-version: the SQL depends on what is installed", 1)
+        _print_sql(schema, dblink_schema, chosen, after_version=from_version or 0)
+        return
+    with _connect(dsn) as conn:
+        before = installer.status(conn, schema)
+        if before.installed_version is None:
+            raise InstallError(
+                f"pgdblink_safe is not installed in schema {schema} of database "
+                f"{before.database}: run `pgdblink-safe install` first"
+            )
+    if dry_run:
+        _dry_run(dsn, schema, chosen, False, to_version, lock_timeout)
+        return
+    with _connect(dsn) as conn:
+        applied = installer.install(
+            conn,
+            _settings_for(conn, schema, chosen),
+            schema=schema,
+            to_version=to_version,
+            lock_timeout_s=lock_timeout,
+            progress=_progress,
+        )
+        after = installer.status(conn, schema)
+    if applied:
+        click.echo(
+            f"upgraded pgdblink_safe in schema {schema} of database {after.database} from "
+            f"version {before.installed_version} to {after.installed_version} "
+            f"({len(applied)} migration(s) applied)"
+        )
+    else:
+        click.echo(
+            f"pgdblink_safe in schema {schema} of database {after.database} is already at "
+            f"version {after.installed_version}"
+        )
+
+
+@cli.command(name="export")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(export_module.FORMATS),
+    required=True,
+    help="plain (psql -f, in order), flyway (V<n>__*.sql), alembic (a revision chain), "
+    "dbmate (-- migrate:up/down), sqitch (plan with deploy/revert/verify).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Directory to write into; files already there are never overwritten.",
+)
+@schema_option
+@click.option(
+    "--dblink-schema",
+    default="public",
+    show_default=True,
+    help="Schema the dblink extension lives in, in the databases the files will run on.",
+)
+@tunable_options(show_default=True)
+def export_command(fmt: str, out: Path, schema: str, dblink_schema: str, **tunables: int) -> None:
+    """Write the migrations as files your migration tool picks up unchanged.
+
+    Each file also records itself in the toolkit's bookkeeping table, so `status` and later
+    `upgrade` runs see the database as if the CLI had installed it. Export again into the
+    same directory after upgrading this package to add the new migrations.
+
+    \b
+    Examples:
+        pgdblink-safe export --format flyway --out db/migration
+        pgdblink-safe export --format dbmate --out db/migrations --schema ops_dblink
+    """
+    try:
+        settings = Settings(schema=schema, dblink_schema=dblink_schema, **tunables)
+        written = export_module.export(settings, fmt, out)
+    except ConfigurationError as exc:
+        _fail(str(exc), 1)
+    for path in written:
+        click.echo(str(path))
+    _progress(f"wrote {len(written)} file(s) for {fmt} to {out}")
+
+
+@cli.command()
+@click.option(
+    "--provider",
+    default="embedded",
+    show_default=True,
+    help="Where the throwaway servers come from: embedded, system or binaries.",
+)
+def demo(provider: str) -> None:
+    """Show the failure and the fix on two throwaway servers; needs no server of yours.
+
+    Starts two PostgreSQL servers, installs the toolkit, kills the remote backend under a
+    plain dblink connection (which fails with SQLSTATE 08006 from then on) and under a
+    toolkit connection (which heals), lists the session's connections, and cleans up.
+
+    \b
+    Example:
+        pgdblink-safe demo
+    """
+    try:
+        ok = demo_module.run_demo(click.echo, _progress, provider)
+    except ServerError as exc:
+        _fail(f"could not start the demo servers: {exc}", 2)
+    except psycopg.Error as exc:
+        _fail(f"the demo failed: {str(exc).strip()}", 2)
+    if not ok:
+        _fail("the demo did not show what it should (see above)", 2)
 
 
 @cli.command()

@@ -289,6 +289,109 @@ def install(
     applied, so an empty list means the database was already up to date.
     """
     _require_idle(conn)
+    return _apply(
+        conn,
+        settings,
+        schema=schema,
+        create_extension=create_extension,
+        grant=grant,
+        to_version=to_version,
+        lock_timeout_s=lock_timeout_s,
+        statement_timeout_s=statement_timeout_s,
+        progress=progress,
+    )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What an install or upgrade would do, found by doing it and rolling back."""
+
+    migrations: list[str]
+    created: list[str]
+    replaced: list[str]
+    dropped: list[str]
+
+
+def catalog(conn: psycopg.Connection[Any], schema: str) -> dict[str, str]:
+    """The toolkit schema's objects, each with a digest of its definition, grants and comment."""
+    rows = conn.execute(
+        """
+        SELECT 'function ' || p.oid::pg_catalog.regprocedure::text,
+               pg_catalog.md5(pg_catalog.concat_ws('|', p.prosrc, p.proconfig::text,
+                   p.provolatile, p.prosecdef, p.proacl::text,
+                   pg_catalog.obj_description(p.oid, 'pg_proc'),
+                   pg_catalog.pg_get_function_result(p.oid),
+                   pg_catalog.pg_get_function_arguments(p.oid)))
+        FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname = %(schema)s
+        UNION ALL
+        SELECT 'table ' || c.oid::pg_catalog.regclass::text,
+               pg_catalog.md5(pg_catalog.concat_ws('|', c.relacl::text,
+                   pg_catalog.obj_description(c.oid, 'pg_class'),
+                   (SELECT pg_catalog.string_agg(a.attname || ' '
+                        || pg_catalog.format_type(a.atttypid, a.atttypmod), ', '
+                        ORDER BY a.attnum)
+                    FROM pg_catalog.pg_attribute a
+                    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)))
+        FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = %(schema)s
+        UNION ALL
+        SELECT 'schema ' || pg_catalog.quote_ident(n.nspname),
+               pg_catalog.md5(pg_catalog.concat_ws('|', n.nspacl::text,
+                   pg_catalog.obj_description(n.oid, 'pg_namespace'),
+                   pg_catalog.pg_get_userbyid(n.nspowner)))
+        FROM pg_catalog.pg_namespace n WHERE n.nspname = %(schema)s
+        """,
+        {"schema": schema},
+    ).fetchall()
+    return dict(sorted((str(name), str(digest)) for name, digest in rows))
+
+
+def plan(
+    conn: psycopg.Connection[Any],
+    settings: Settings | None = None,
+    *,
+    schema: str | None = None,
+    create_extension: bool = False,
+    to_version: int | None = None,
+    lock_timeout_s: float = 10.0,
+    statement_timeout_s: float = 120.0,
+) -> Plan:
+    """Apply what ``install`` would inside one transaction, compare the catalog, roll back."""
+    _require_idle(conn)
+    target_schema = schema or (settings.schema if settings else Settings().schema)
+    with conn.transaction(force_rollback=True):
+        before = catalog(conn, target_schema)
+        applied = _apply(
+            conn,
+            settings,
+            schema=target_schema,
+            create_extension=create_extension,
+            to_version=to_version,
+            lock_timeout_s=lock_timeout_s,
+            statement_timeout_s=statement_timeout_s,
+        )
+        after = catalog(conn, target_schema)
+    return Plan(
+        migrations=[f"{m.version:04d}_{m.name}" for m in applied],
+        created=[name for name in after if name not in before],
+        replaced=[name for name in after if name in before and before[name] != after[name]],
+        dropped=[name for name in before if name not in after],
+    )
+
+
+def _apply(
+    conn: psycopg.Connection[Any],
+    settings: Settings | None,
+    *,
+    schema: str | None,
+    create_extension: bool,
+    lock_timeout_s: float,
+    statement_timeout_s: float,
+    grant: Sequence[str] = (),
+    to_version: int | None = None,
+    progress: Progress = _quiet,
+) -> list[RenderedMigration]:
     latest = latest_version()
     if to_version is not None and not 1 <= to_version <= latest:
         raise InstallError(f"to_version must be from 1 to {latest}, not {to_version}")

@@ -2,8 +2,10 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click import Command, Group
@@ -99,10 +101,12 @@ def test_malformed_dsn_error_masks_password() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(cli.commands))
-def test_every_command_has_help_with_an_example(name: str) -> None:
+def test_every_command_has_help_with_an_example_and_a_readme_mention(name: str) -> None:
     command = cli.commands[name]
     assert isinstance(command, Command) and not isinstance(command, Group)
     result = run(name, "--help")
     assert result.returncode == 0
-    assert "Example:" in result.stdout
+    assert re.search(r"^  Examples?:$", result.stdout, re.MULTILINE), result.stdout
     assert f"pgdblink-safe {name}" in result.stdout
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert f"pgdblink-safe {name}" in readme
