@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import sys
+import textwrap
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +14,7 @@ import psycopg
 
 from pgdblink_safe import __version__, bench, installer
 from pgdblink_safe import demo as demo_module
+from pgdblink_safe import doctor as doctor_module
 from pgdblink_safe import export as export_module
 from pgdblink_safe._conninfo import scrub
 from pgdblink_safe.errors import ConfigurationError, InstallError, PgDblinkSafeError, ServerError
@@ -435,6 +437,55 @@ def demo(provider: str) -> None:
         _fail(f"the demo failed: {str(exc).strip()}", 2)
     if not ok:
         _fail("the demo did not show what it should (see above)", 2)
+
+
+@cli.command()
+@dsn_option
+@schema_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+@click.option(
+    "--explain",
+    metavar="CODE",
+    default=None,
+    help="Explain a finding code (e.g. PGS006) and what to do about it; connects to nothing.",
+)
+def doctor(dsn: str, schema: str, as_json: bool, explain: str | None) -> None:
+    """Find what makes dblink connections break, hang or leak secrets in a database.
+
+    Checks dblink and the toolkit's version, server settings that end idle sessions,
+    keepalives, dblink foreign servers without timeout options, user mappings an ordinary
+    role cannot use, dblink_connect_u open to non-superusers, and passwords written into
+    function bodies (naming the function, never the password). Exit 1 when something is
+    found.
+
+    \b
+    Examples:
+        pgdblink-safe doctor --dsn postgresql://admin@db1/app
+        pgdblink-safe doctor --explain PGS006
+    """
+    if explain is not None:
+        code = explain.upper()
+        if code not in doctor_module.EXPLANATIONS:
+            known = ", ".join(sorted(doctor_module.EXPLANATIONS))
+            _fail(f"unknown code {explain!r}; the codes are {known}", 1)
+        title, text = doctor_module.EXPLANATIONS[code]
+        click.echo(f"{code}: {title}\n")
+        click.echo(textwrap.fill(text, width=88))
+        return
+    with _connect(dsn) as conn:
+        findings = doctor_module.diagnose(conn, schema)
+        database = conn.info.dbname
+    if as_json:
+        click.echo(json.dumps([f.as_dict() for f in findings], indent=2))
+    elif not findings:
+        click.echo(f"no findings in database {database}")
+    else:
+        for finding in findings:
+            title = doctor_module.EXPLANATIONS[finding.code][0]
+            click.echo(f"{finding.code}  {title}: {finding.subject}: {finding.message}")
+        click.echo(f"\n{len(findings)} finding(s); pgdblink-safe doctor --explain CODE says more")
+    if findings:
+        sys.exit(1)
 
 
 @cli.command()

@@ -1,0 +1,116 @@
+"""`pgdblink-safe doctor`: each finding from a real database, and a clean bill of health."""
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+import pgdblink_safe
+from pgdblink_safe.doctor import EXPLANATIONS
+from pgdblink_safe.servers import Server
+
+Conn = psycopg.Connection[Any]
+SECRET = "Hunter2-doctor-secret"
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pgdblink_safe", "doctor", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture
+def keepalives(local: Server) -> Iterator[None]:
+    """Server-side keepalives on, so that a healthy database has no finding at all."""
+    with local.settings(tcp_keepalives_idle="60"):
+        yield
+
+
+def codes(local: Server, dbname: str) -> list[str]:
+    result = run("--dsn", local.client_conninfo(dbname), "--json")
+    assert result.returncode in (0, 1), result.stderr
+    return sorted({f["code"] for f in json.loads(result.stdout)})
+
+
+def test_a_healthy_database_has_no_findings(
+    installed: Conn, local: Server, local_db: str, keepalives: None
+) -> None:
+    result = run("--dsn", local.client_conninfo(local_db))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == f"no findings in database {local_db}"
+
+
+def test_each_problem_is_found_and_named(
+    conn: Conn, local: Server, local_db: str, keepalives: None
+) -> None:
+    # No toolkit yet.
+    assert codes(local, local_db) == ["PGS003"]
+    pgdblink_safe.install(conn, to_version=1)
+    assert codes(local, local_db) == ["PGS003"]
+    pgdblink_safe.install(conn)
+    assert codes(local, local_db) == []
+
+    conn.execute(
+        "CREATE SERVER bare_srv FOREIGN DATA WRAPPER dblink_fdw OPTIONS (host 'db2', port '5432')"
+    )
+    conn.execute("DROP ROLE IF EXISTS doctor_app")
+    conn.execute("CREATE ROLE doctor_app")
+    try:
+        conn.execute("CREATE USER MAPPING FOR doctor_app SERVER bare_srv OPTIONS (user 'etl')")
+        conn.execute("GRANT EXECUTE ON FUNCTION dblink_connect_u(text) TO PUBLIC")
+        conn.execute(
+            "CREATE FUNCTION nightly() RETURNS void LANGUAGE plpgsql AS $f$BEGIN "
+            f"PERFORM dblink_connect('x', 'host=db2 user=etl password={SECRET}'); END$f$"
+        )
+        with local.settings(idle_session_timeout="1h"):
+            result = run("--dsn", local.client_conninfo(local_db))
+        assert result.returncode == 1
+        found = {line.split()[0] for line in result.stdout.splitlines() if line.startswith("PGS")}
+        assert found == {"PGS004", "PGS006", "PGS007", "PGS008", "PGS009"}
+        assert "server bare_srv: missing options: connect_timeout, keepalives" in result.stdout
+        assert "user mapping for doctor_app on server bare_srv" in result.stdout
+        assert "nightly()" in result.stdout
+        assert SECRET not in result.stdout + result.stderr
+        assert SECRET[:8] not in result.stdout
+        conn.execute(
+            "ALTER SERVER bare_srv OPTIONS (ADD connect_timeout '10', ADD keepalives '1', "
+            "ADD tcp_user_timeout '60000')"
+        )
+        conn.execute("ALTER USER MAPPING FOR doctor_app SERVER bare_srv OPTIONS (ADD password 'x')")
+        conn.execute("REVOKE EXECUTE ON FUNCTION dblink_connect_u(text) FROM PUBLIC")
+        conn.execute("DROP FUNCTION nightly()")
+        assert codes(local, local_db) == []
+    finally:
+        conn.execute("DROP OWNED BY doctor_app")
+        conn.execute("DROP ROLE doctor_app")
+
+
+def test_without_dblink(local: Server, keepalives: None) -> None:
+    local.drop_database("doctor_bare")
+    local.create_database("doctor_bare")
+    try:
+        assert codes(local, "doctor_bare") == ["PGS001", "PGS003"]
+    finally:
+        local.drop_database("doctor_bare")
+
+
+@pytest.mark.parametrize("code", sorted(EXPLANATIONS))
+def test_every_code_is_explained(code: str) -> None:
+    result = run("--explain", code.lower())
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"{code}: {EXPLANATIONS[code][0]}")
+    assert len(result.stdout) > 150
+
+
+def test_an_unknown_code_is_a_user_error() -> None:
+    result = run("--explain", "PGS999")
+    assert result.returncode == 1
+    assert "the codes are PGS001" in result.stderr
