@@ -1,0 +1,95 @@
+"""The README's shell examples, run in order against a test server: they cannot go stale."""
+
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pgdblink_safe.servers import Server
+
+README = Path(__file__).parent.parent / "README.md"
+README_DSN = "postgresql://admin@db1/app"
+
+
+def examples() -> list[tuple[str, str, list[str]]]:
+    """(setup SQL, command, output lines) for every "$ pgdblink-safe" line in a code block."""
+    found = []
+    setup = ""
+    lines = README.read_text().splitlines()
+    in_block = False
+    for number, line in enumerate(lines):
+        if line.startswith("<!-- readme-test setup:"):
+            end = next(i for i in range(number, len(lines)) if lines[i].strip() == "-->")
+            setup = "\n".join(lines[number + 1 : end])
+        if line.startswith("```"):
+            in_block = not in_block
+            continue
+        if in_block and line.startswith("$ pgdblink-safe "):
+            output = []
+            for following in lines[number + 1 :]:
+                if following.startswith(("$ ", "```")):
+                    break
+                output.append(following)
+            found.append((setup, line[2:], output))
+            setup = ""
+    return found
+
+
+def normalize(line: str) -> str:
+    """Times, ports, dates, server versions and checksums vary from run to run; nothing else."""
+    for pattern, replacement in (
+        (r"\b\d+(\.\d+)? (ms|s)\b", r"N \2"),
+        (r"port=\d+", "port=N"),
+        (r"PostgreSQL \d+(\.\d+)*", "PostgreSQL N"),
+        (r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\+\d{4})?", "DATE"),
+        (r"\b[0-9a-f]{12}\b", "CHECKSUM"),
+    ):
+        line = re.sub(pattern, replacement, line)
+    return line.rstrip()
+
+
+@pytest.fixture
+def app_db(local: Server) -> Iterator[str]:
+    local.drop_database("app")
+    local.create_database("app")
+    local.execute("DROP ROLE IF EXISTS app_writer")
+    local.execute("CREATE ROLE app_writer")
+    try:
+        with local.settings(tcp_keepalives_idle="60"):
+            yield "app"
+    finally:
+        local.drop_database("app")
+        local.execute("DROP ROLE app_writer")
+
+
+def test_there_are_examples() -> None:
+    commands = [command.split()[1] for _, command, _ in examples()]
+    assert {"demo", "install", "doctor"} <= set(commands)
+
+
+def test_readme_examples_print_what_the_readme_shows(local: Server, app_db: str) -> None:
+    dsn = local.client_conninfo(app_db)
+    for setup, command, expected in examples():
+        if setup:
+            with local.connect(app_db) as conn:
+                conn.execute(setup.encode())
+        quoted = command.replace(f"'{README_DSN}'", README_DSN)
+        args = shlex.split(quoted.replace(README_DSN, shlex.quote(dsn)))[1:]
+        result = subprocess.run(
+            [sys.executable, "-m", "pgdblink_safe", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
+        assert result.returncode in (0, 1), (command, result.stderr)
+        shown = {normalize(line) for line in expected if line.strip()}
+        stdout = [normalize(line) for line in result.stdout.splitlines() if line.strip()]
+        everything = set(stdout) | {normalize(line) for line in result.stderr.splitlines()}
+        # Every line the README shows is printed, and every result line is shown.
+        assert shown <= everything, (command, sorted(shown - everything))
+        assert set(stdout) <= shown, (command, sorted(set(stdout) - shown))
