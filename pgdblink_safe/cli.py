@@ -118,6 +118,17 @@ def _settings_for(conn: psycopg.Connection[Any], schema: str, chosen: dict[str, 
     return Settings.from_dict(current.as_dict() | chosen)
 
 
+def _apply(
+    dsn: str, schema: str, chosen: dict[str, Any], **options: Any
+) -> tuple[list[Any], installer.Status]:
+    """Install or upgrade with progress on stderr; what was applied and the status after."""
+    with _connect(dsn) as conn:
+        applied = installer.install(
+            conn, _settings_for(conn, schema, chosen), schema=schema, progress=_progress, **options
+        )
+        return applied, installer.status(conn, schema)
+
+
 def _print_sql(schema: str, dblink_schema: str, chosen: dict[str, Any], after_version: int) -> None:
     try:
         settings = Settings(schema=schema, dblink_schema=dblink_schema, **chosen)
@@ -258,17 +269,14 @@ def install(
     if dry_run:
         _dry_run(dsn, schema, chosen, create_extension, None, lock_timeout)
         return
-    with _connect(dsn) as conn:
-        applied = installer.install(
-            conn,
-            _settings_for(conn, schema, chosen),
-            schema=schema,
-            create_extension=create_extension,
-            grant=grants,
-            lock_timeout_s=lock_timeout,
-            progress=_progress,
-        )
-        state = installer.status(conn, schema)
+    applied, state = _apply(
+        dsn,
+        schema,
+        chosen,
+        create_extension=create_extension,
+        grant=grants,
+        lock_timeout_s=lock_timeout,
+    )
     if applied:
         click.echo(
             f"installed pgdblink_safe in schema {schema} of database {state.database}: "
@@ -343,16 +351,7 @@ def upgrade(
     if dry_run:
         _dry_run(dsn, schema, chosen, False, to_version, lock_timeout)
         return
-    with _connect(dsn) as conn:
-        applied = installer.install(
-            conn,
-            _settings_for(conn, schema, chosen),
-            schema=schema,
-            to_version=to_version,
-            lock_timeout_s=lock_timeout,
-            progress=_progress,
-        )
-        after = installer.status(conn, schema)
+    applied, after = _apply(dsn, schema, chosen, to_version=to_version, lock_timeout_s=lock_timeout)
     if applied:
         click.echo(
             f"upgraded pgdblink_safe in schema {schema} of database {after.database} from "

@@ -325,10 +325,14 @@ class LocalCluster(Server):
             stdin=subprocess.DEVNULL,
         )
 
-    def start(self, extra_conf: dict[str, str] | None = None) -> "LocalCluster":
+    def _own_base(self) -> None:
+        """Let the server's OS user (when running as root) own the base directory."""
         self.base.chmod(0o755)
         if self.os_user is not None:
             os.chown(self.base, pwd.getpwnam(self.os_user).pw_uid, -1)
+
+    def start(self, extra_conf: dict[str, str] | None = None) -> "LocalCluster":
+        self._own_base()
         result = self._run(
             str(self.binaries.bindir / "initdb"),
             "-D",
@@ -348,9 +352,7 @@ class LocalCluster(Server):
 
     def start_standby(self, primary: "LocalCluster") -> "LocalCluster":
         """Start as a hot standby streaming from ``primary`` (a copy taken now)."""
-        self.base.chmod(0o755)
-        if self.os_user is not None:
-            os.chown(self.base, pwd.getpwnam(self.os_user).pw_uid, -1)
+        self._own_base()
         result = self._run(
             str(self.binaries.bindir / "pg_basebackup"),
             "-D",
