@@ -134,7 +134,10 @@ def test_concurrent_installers_apply_each_migration_once(local: Server, local_db
         thread.start()
     for thread in threads:
         thread.join(60)
-    assert sorted(results) == [0, 0, latest_version()]
+    # Each migration commits on its own, so the installers may share the work between them;
+    # together they apply every migration exactly once, and none fails.
+    assert all(isinstance(r, int) for r in results), results
+    assert len(results) == 3 and sum(results) == latest_version()
     with local.connect(local_db) as conn:
         assert len(pgdblink_safe.status(conn).applied) == latest_version()
 
