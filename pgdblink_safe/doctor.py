@@ -57,9 +57,10 @@ EXPLANATIONS: dict[str, tuple[str, str]] = {
         "Connections opened through this foreign server do not get connect_timeout, "
         "keepalives or tcp_user_timeout: a connect to an unreachable host, or a statement to a "
         "peer that vanished, can wait for minutes. The toolkit adds these options to "
-        "connection strings, never to foreign servers. ALTER SERVER ... OPTIONS (ADD "
-        "connect_timeout '10', ADD keepalives '1', ADD keepalives_idle '30', ADD "
-        "tcp_user_timeout '60000').",
+        "connection strings, never to foreign servers. From PostgreSQL 16 on, dblink's "
+        "connect ignores connect_timeout and only tcp_user_timeout bounds it. ALTER SERVER ... "
+        "OPTIONS (ADD connect_timeout '10', ADD keepalives '1', ADD keepalives_idle '30', ADD "
+        "tcp_user_timeout '10000').",
     ),
     "PGS007": (
         "a user mapping a non-superuser cannot use",

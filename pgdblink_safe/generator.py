@@ -85,6 +85,7 @@ def render_migration(migration: Migration, settings: Settings) -> RenderedMigrat
     context = settings.as_dict() | {
         "guc_prefix": settings.guc_prefix,
         "conninfo_defaults": settings.conninfo_defaults,
+        "conninfo_defaults_16": settings.conninfo_defaults_16,
         "tx_table": settings.tx_table,
     }
     return RenderedMigration(migration.version, migration.name, template.render(context))

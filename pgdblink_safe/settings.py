@@ -95,12 +95,21 @@ class Settings:
     @property
     def conninfo_defaults(self) -> str:
         """libpq keywords put before a caller's connection string (the caller's win)."""
+        return self._conninfo_defaults(self.tcp_user_timeout_ms)
+
+    @property
+    def conninfo_defaults_16(self) -> str:
+        """The defaults on PostgreSQL 16 and later, where dblink's connect ignores
+        connect_timeout: tcp_user_timeout, capped at connect_timeout, bounds the handshake."""
+        return self._conninfo_defaults(min(self.tcp_user_timeout_ms, self.connect_timeout_s * 1000))
+
+    def _conninfo_defaults(self, tcp_user_timeout_ms: int) -> str:
         return (
             f"connect_timeout={self.connect_timeout_s} keepalives=1"
             f" keepalives_idle={self.keepalives_idle_s}"
             f" keepalives_interval={self.keepalives_interval_s}"
             f" keepalives_count={self.keepalives_count}"
-            f" tcp_user_timeout={self.tcp_user_timeout_ms}"
+            f" tcp_user_timeout={tcp_user_timeout_ms}"
         )
 
     def as_dict(self) -> dict[str, Any]:

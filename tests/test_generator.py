@@ -54,9 +54,12 @@ def test_undefined_template_variable_fails() -> None:
 
 
 def test_every_rendered_statement_parses() -> None:
+    total = 0
     for rendered in render_migrations(Settings(schema='Odd "schema"', dblink_schema="ext")):
         statements = pglast.parse_sql(rendered.sql)
-        assert len(statements) > 10
+        assert statements, f"migration {rendered.version} has no statements"
+        total += len(statements)
+    assert total > 50
 
 
 def test_every_function_pins_search_path() -> None:
