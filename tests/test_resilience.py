@@ -227,6 +227,43 @@ def test_refused_beyond_the_budget_is_08001_with_what_was_tried(
     assert "Tried dblink_connect to" in (err.diag.message_hint or "")
 
 
+def test_defaults_ride_out_a_two_second_restart(
+    installed: Conn, target: str, restartable: LocalCluster, remote_db: str
+) -> None:
+    """With the installed defaults (5 attempts, 10 s budget) the attempts span seconds."""
+    ensure(installed, target)
+    restartable.stop_server()
+    back = threading.Timer(2.0, restartable.start_server)
+    started = time.monotonic()
+    back.start()
+    try:
+        status = exec_(installed, "INSERT INTO items (note) VALUES ('after 2 s')")
+    finally:
+        back.join()
+    assert status == "INSERT 0 1"
+    assert time.monotonic() - started >= 2.0
+    assert rows(restartable, remote_db, "after 2 s") == 1
+
+
+def test_defaults_give_up_within_the_budget_after_spreading_the_attempts(
+    installed: Conn, target: str, restartable: LocalCluster
+) -> None:
+    ensure(installed, target)
+    restartable.stop_server()
+    started = time.monotonic()
+    try:
+        with pytest.raises(psycopg.Error) as info:
+            exec_(installed, "INSERT INTO items (note) VALUES ('never')")
+    finally:
+        elapsed = time.monotonic() - started
+        restartable.start_server()
+    assert info.value.sqlstate == "08001"
+    assert "(5 attempt(s) in" in (info.value.diag.message_detail or "")
+    # Waits of at least half of 50 ms, then three of at least 1 s each; the budget is 10 s
+    # and a refused connect returns at once.
+    assert 3.0 <= elapsed < 10.0 + 5.0, elapsed
+
+
 def test_idle_session_timeout_on_the_remote(
     installed: Conn, target: str, remote: Server, remote_db: str
 ) -> None:
