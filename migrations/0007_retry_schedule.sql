@@ -66,10 +66,11 @@ BEGIN
                                     err_hint = PG_EXCEPTION_HINT;
         END;
         listed := false;
-        -- Refused or unreachable (a restart in progress, say) may pass; a rejected password
-        -- or a missing user mapping will not, so those are not retried.
+        -- Refused or unreachable (a restart in progress, say) may pass; a rejected password,
+        -- a missing user mapping or a startup parameter a pooler refuses will not, so those
+        -- are not retried.
         EXIT WHEN NOT (pg_catalog.left(err_state, 2) = '08' OR err_state = '57P03')
-               OR err_detail ~ '(authentication|password|does not exist|no pg_hba)'
+               OR err_detail ~ '(authentication|password|does not exist|no pg_hba|unsupported startup parameter)'
                OR attempt >= max_attempts
                OR EXTRACT(epoch FROM pg_catalog.clock_timestamp() - started) >= budget_s;
         PERFORM dblink_safe._pause(attempt, max_attempts, started, budget_s);
