@@ -1,4 +1,5 @@
-"""A TCP proxy for tests that can stall, cut or refuse the connections it carries on demand."""
+"""A TCP proxy for tests that can stall, cut or refuse the connections it carries on demand,
+and add latency to them."""
 
 import contextlib
 import errno
@@ -7,6 +8,8 @@ import selectors
 import socket
 import struct
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
@@ -29,6 +32,34 @@ def _reset(sock: socket.socket) -> None:
     sock.close()
 
 
+class _Delayed:
+    """Bytes read from one side and held back until they are due for the other, in order."""
+
+    def __init__(self) -> None:
+        self.chunks: deque[tuple[float, bytes]] = deque()
+        self.size = 0
+
+    def put(self, due: float, data: bytes) -> None:
+        # Never due before what is already queued: a lowered latency must not reorder bytes.
+        if self.chunks:
+            due = max(due, self.chunks[-1][0])
+        self.chunks.append((due, data))
+        self.size += len(data)
+
+    def next_due(self) -> float | None:
+        return self.chunks[0][0] if self.chunks else None
+
+    def release(self, now: float, into: bytearray) -> bool:
+        """Move what is due by ``now`` to ``into``; whether anything moved."""
+        moved = False
+        while self.chunks and self.chunks[0][0] <= now:
+            data = self.chunks.popleft()[1]
+            self.size -= len(data)
+            into += data
+            moved = True
+        return moved
+
+
 class _Pipe:
     """One client connection, its upstream twin and the bytes in flight each way."""
 
@@ -38,6 +69,9 @@ class _Pipe:
         self.connecting = False
         self.to_upstream = bytearray()
         self.to_client = bytearray()
+        # Read but not yet due (with an added latency), then appended to the buffers above.
+        self.delayed_up = _Delayed()
+        self.delayed_down = _Delayed()
         self.client_eof = False
         self.upstream_eof = False
         self.upstream_shut = False
@@ -78,9 +112,16 @@ class TcpProxy:
     It listens from construction on; use it as a context manager or call ``close()``. One
     selector thread does all socket work and the controls hand it a function and wait until
     it ran, so the fault is in place when ``stall()``, ``cut()`` and the others return.
+
+    ``latency_ms`` (or ``set_latency()``) delays every chunk read from either side by that
+    much before it is forwarded, in order: a round trip through the proxy takes at least
+    twice as long. A FIN follows the data read before it.
     """
 
-    def __init__(self, target_host: str, target_port: int, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, target_host: str, target_port: int, host: str = "127.0.0.1", latency_ms: float = 0
+    ) -> None:
+        _check_latency(latency_ms)
         # Resolved once here so the loop thread never blocks on name lookups.
         family, kind, proto, _, sockaddr = socket.getaddrinfo(
             target_host, target_port, type=socket.SOCK_STREAM
@@ -105,6 +146,7 @@ class TcpProxy:
         self._pipes: set[_Pipe] = set()
         self._masks: dict[socket.socket, int] = {}
         self._stalled = False
+        self._latency = latency_ms / 1000.0
         self._stopping = False
         self._listener: socket.socket | None = None
         self._selector = selectors.DefaultSelector()
@@ -152,6 +194,11 @@ class TcpProxy:
                     f"{self._open} connection(s) open through the proxy after {timeout:g}s, "
                     f"wanted {count}"
                 )
+
+    def set_latency(self, latency_ms: float) -> None:
+        """Delay each chunk by ``latency_ms`` from now on; bytes already held keep their order."""
+        _check_latency(latency_ms)
+        self._call(lambda: setattr(self, "_latency", latency_ms / 1000.0))
 
     def stall(self) -> None:
         """Keep every connection open but forward nothing either way, new ones included."""
@@ -225,8 +272,9 @@ class TcpProxy:
     def _run(self) -> None:
         try:
             while not self._stopping:
-                for key, mask in self._selector.select():
+                for key, mask in self._selector.select(self._until_due()):
                     self._dispatch(key, mask)
+                self._release_due()
         except BaseException as exc:  # kept for close() to raise: a bug here must fail the test
             self._error = exc
         finally:
@@ -258,6 +306,29 @@ class TcpProxy:
             calls, self._calls = self._calls, []
         for call in calls:
             call.run()
+
+    def _until_due(self) -> float | None:
+        """How long the selector may sleep before a delayed chunk is due (None: no limit)."""
+        dues = [
+            due
+            for pipe in self._pipes
+            for due in (pipe.delayed_up.next_due(), pipe.delayed_down.next_due())
+            if due is not None
+        ]
+        return max(0.0, min(dues) - time.monotonic()) if dues else None
+
+    def _release_due(self) -> None:
+        now = time.monotonic()
+        for pipe in list(self._pipes):
+            up = pipe.delayed_up.release(now, pipe.to_upstream)
+            down = pipe.delayed_down.release(now, pipe.to_client)
+            if (up or down) and pipe.upstream is not None and not pipe.connecting:
+                try:
+                    self._pass_on_eof(pipe)
+                except OSError:
+                    self._drop(pipe, reset=True)
+                    continue
+                self._update(pipe)
 
     def _listen(self) -> None:
         # create_server sets SO_REUSEADDR, which accept() needs to take the same port back
@@ -346,19 +417,37 @@ class TcpProxy:
         except BlockingIOError:
             return
         if sock is pipe.client:
-            pipe.to_upstream += data
+            self._forward(pipe.delayed_up, pipe.to_upstream, data)
             pipe.client_eof = not data
         else:
-            pipe.to_client += data
+            self._forward(pipe.delayed_down, pipe.to_client, data)
             pipe.upstream_eof = not data
+
+    def _forward(self, delayed: _Delayed, buffer: bytearray, data: bytes) -> None:
+        if not data:
+            return
+        if self._latency > 0 or delayed.chunks:
+            delayed.put(time.monotonic() + self._latency, data)
+        else:
+            buffer += data
 
     def _pass_on_eof(self, pipe: _Pipe) -> None:
         """Half-close a side once the other side's FIN and every byte before it got there."""
         assert pipe.upstream is not None
-        if pipe.client_eof and not pipe.to_upstream and not pipe.upstream_shut:
+        if (
+            pipe.client_eof
+            and not pipe.to_upstream
+            and not pipe.delayed_up.chunks
+            and not pipe.upstream_shut
+        ):
             pipe.upstream.shutdown(socket.SHUT_WR)
             pipe.upstream_shut = True
-        if pipe.upstream_eof and not pipe.to_client and not pipe.client_shut:
+        if (
+            pipe.upstream_eof
+            and not pipe.to_client
+            and not pipe.delayed_down.chunks
+            and not pipe.client_shut
+        ):
             pipe.client.shutdown(socket.SHUT_WR)
             pipe.client_shut = True
 
@@ -370,11 +459,11 @@ class TcpProxy:
         elif pipe.connecting:
             upstream = selectors.EVENT_WRITE
         elif not self._stalled:
-            if not pipe.client_eof and len(pipe.to_upstream) < _HIGH_WATER:
+            if not pipe.client_eof and len(pipe.to_upstream) + pipe.delayed_up.size < _HIGH_WATER:
                 client |= selectors.EVENT_READ
             if pipe.to_client:
                 client |= selectors.EVENT_WRITE
-            if not pipe.upstream_eof and len(pipe.to_client) < _HIGH_WATER:
+            if not pipe.upstream_eof and len(pipe.to_client) + pipe.delayed_down.size < _HIGH_WATER:
                 upstream |= selectors.EVENT_READ
             if pipe.to_upstream:
                 upstream |= selectors.EVENT_WRITE
@@ -444,3 +533,8 @@ class TcpProxy:
 
     def _do_stop(self) -> None:
         self._stopping = True
+
+
+def _check_latency(latency_ms: float) -> None:
+    if isinstance(latency_ms, bool) or not 0 <= latency_ms <= 60_000:
+        raise ValueError(f"latency_ms must be from 0 to 60000, not {latency_ms!r}")

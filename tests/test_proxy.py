@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 from proxy import TcpProxy
+from report import record
 
 from pgdblink_safe.servers import LocalCluster, Server, wait_for
 
@@ -206,9 +207,75 @@ def test_dblink_from_the_local_server_goes_through_the_proxy(
         conn.execute("SELECT public.dblink_connect('through_proxy', %s)", [target])
         proxy.wait_for_connections(1, _PATIENCE)
         proxy.cut()
-        with pytest.raises(psycopg.errors.ConnectionFailure, match="closed the connection"):
+        # 08006; dblink(...) with libpq 14 or older (the one the server loads) fails the send
+        # instead: XX000 "could not send query: server closed the connection unexpectedly".
+        with pytest.raises(
+            (psycopg.errors.ConnectionFailure, psycopg.errors.InternalError_),
+            match="closed the connection",
+        ):
             conn.execute("SELECT * FROM public.dblink('through_proxy', 'SELECT 1') AS t(x int)")
         # Only the dblink connection broke; the local session goes on.
         assert conn.execute("SELECT public.dblink_disconnect('through_proxy')").fetchone() == (
             "OK",
         )
+
+
+def _round_trip(conn: psycopg.Connection[Any], query: str) -> float:
+    started = time.monotonic()
+    conn.execute(query).fetchall()
+    return time.monotonic() - started
+
+
+def test_latency_delays_each_direction(remote: Server, remote_db: str) -> None:
+    one_way = 50
+    with (
+        TcpProxy(remote.host, remote.port, latency_ms=one_way) as proxy,
+        _connect(proxy, remote, remote_db) as conn,
+    ):
+        # A round trip crosses the proxy twice: at least twice the one-way latency.
+        samples = [_round_trip(conn, "SELECT 1") for _ in range(5)]
+        record(
+            f"latency: psycopg round trip through a {one_way} ms proxy: "
+            f"min {min(samples) * 1000:.0f} ms, max {max(samples) * 1000:.0f} ms "
+            f"(at least {2 * one_way} ms)"
+        )
+        assert min(samples) >= 2 * one_way / 1000
+        # Many delayed chunks each way arrive whole and in order.
+        payload = os.urandom(1 << 20).hex()
+        echoed = conn.execute("SELECT %s::text, md5(%s)", [payload, payload]).fetchone()
+        assert echoed == (payload, hashlib.md5(payload.encode()).hexdigest())
+        # Lowering the latency while bytes are held back keeps them in order.
+        lower = threading.Timer(0.05, proxy.set_latency, [0])
+        proxy.set_latency(300)
+        lower.start()
+        try:
+            echoed = conn.execute("SELECT %s::text, md5(%s)", [payload, payload]).fetchone()
+        finally:
+            lower.join(_PATIENCE)
+        assert echoed == (payload, hashlib.md5(payload.encode()).hexdigest())
+        assert conn.execute("SELECT 2").fetchone() == (2,)
+    with pytest.raises(ValueError, match="latency_ms"):
+        TcpProxy(remote.host, remote.port, latency_ms=-1)
+
+
+def test_latency_slows_a_dblink_round_trip_from_the_local_server(
+    local_server: Server, local_db: str, remote: Server, remote_db: str
+) -> None:
+    one_way = 50
+    with (
+        TcpProxy(remote.host, remote.port) as proxy,
+        local_server.connect(local_db) as conn,
+    ):
+        conn.execute(
+            "SELECT public.dblink_connect('slow', %s)", [_through(proxy, remote, remote_db)]
+        )
+        query = "SELECT * FROM public.dblink('slow', 'SELECT 1') AS t(x int)"
+        direct = min(_round_trip(conn, query) for _ in range(3))
+        proxy.set_latency(one_way)
+        slowed = min(_round_trip(conn, query) for _ in range(3))
+        record(
+            f"latency: dblink round trip through a {one_way} ms proxy: {slowed * 1000:.0f} ms "
+            f"(at least {2 * one_way} ms; {direct * 1000:.1f} ms without latency)"
+        )
+        assert slowed >= 2 * one_way / 1000
+        conn.execute("SELECT public.dblink_disconnect('slow')")
