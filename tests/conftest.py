@@ -11,7 +11,7 @@ from psycopg import sql
 
 import pgdblink_safe
 from pgdblink_safe.errors import ServerError
-from pgdblink_safe.servers import Server, start_pair
+from pgdblink_safe.servers import Server, start_pair, unmet_version
 
 _TEMPLATE = "pgdblink_safe_tpl"
 _counter = itertools.count()
@@ -44,6 +44,32 @@ def local(servers: tuple[Server, Server]) -> Server:
 @pytest.fixture(scope="session")
 def remote(servers: tuple[Server, Server]) -> Server:
     return servers[1]
+
+
+@pytest.fixture(scope="session")
+def local_version(local: Server) -> tuple[int, str]:
+    """The local server's ``server_version_num`` and release (e.g. ``(160015, "16.15")``)."""
+    return local.version_num, local.version
+
+
+@pytest.fixture(autouse=True)
+def _pg_version_marker(request: pytest.FixtureRequest) -> None:
+    """Skip a test marked ``pg(min=..., max=..., reason=...)`` the local server does not fit.
+
+    An autouse fixture runs before the test's other function-scoped fixtures, so a skipped
+    test creates no database and installs nothing.
+    """
+    marker = request.node.get_closest_marker("pg")
+    if marker is None:
+        return
+    unknown = set(marker.kwargs) - {"min", "max", "reason"}
+    if marker.args or unknown or not {"min", "max"} & set(marker.kwargs):
+        raise TypeError(f"use pg(min=16), pg(max=15) or both, with an optional reason=: {marker}")
+    version_num, version = request.getfixturevalue("local_version")
+    why = unmet_version(version_num, version, marker.kwargs.get("min"), marker.kwargs.get("max"))
+    if why:
+        reason = marker.kwargs.get("reason")
+        pytest.skip(f"{why} ({reason})" if reason else why)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -284,7 +284,9 @@ def test_idle_in_transaction_timeout_is_never_silently_reconnected(
         assert exec_(installed, "BEGIN") == "BEGIN"
         assert exec_(installed, "INSERT INTO items (note) VALUES ('in tx')") == "INSERT 0 1"
         assert listing(installed)["remote_transaction"] is True
-        wait_for(lambda: pid not in remote.backend_pids(remote_db), 10, "the remote to end it")
+        # Until the remote backend has exited, its socket may still be open: the COMMIT would
+        # then be sent before the loss shows, and its outcome be unknown (08007).
+        remote.wait_backends_gone([pid], remote_db)
         with pytest.raises(psycopg.Error) as info:
             exec_(installed, "COMMIT")
         assert info.value.sqlstate == "08006"
