@@ -20,6 +20,7 @@ from typing import Any
 import netns
 import psycopg
 import pytest
+from calls import Conn, ensure, exec_, listing, raw_remote_pid, rows, scalar
 from faults import finish, in_background
 from netns import NamespacedCluster, NetNamespace, stop_in_namespace, unavailable
 from proxy import TcpProxy
@@ -29,8 +30,6 @@ from report import record
 import pgdblink_safe
 from pgdblink_safe.errors import ServerError
 from pgdblink_safe.servers import LocalCluster, Server, wait_for
-
-Conn = psycopg.Connection[Any]
 
 #: Small timeouts keep the tests short. tcp_user_timeout is not above connect_timeout, so a
 #: connect attempt to a black hole ends by connect_timeout on every server version (see
@@ -118,50 +117,6 @@ def described(s: pgdblink_safe.Settings) -> str:
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def scalar(conn: Conn, query: str, *params: object) -> Any:
-    row = conn.execute(query, params or None).fetchone()
-    assert row is not None
-    return row[0]
-
-
-def ensure(conn: Conn, target: str, name: str = "r") -> str:
-    return str(scalar(conn, "SELECT dblink_safe.ensure_dblink_conn(%s, %s)", name, target))
-
-
-def exec_(conn: Conn, statement: str, **options: object) -> str:
-    extra = "".join(f", {name} => %s" for name in options)
-    return str(
-        scalar(
-            conn,
-            f"SELECT dblink_safe.safe_dblink_exec('r', %s{extra})",
-            statement,
-            *options.values(),
-        )
-    )
-
-
-def listing(conn: Conn) -> dict[str, Any]:
-    cur = conn.execute("SELECT * FROM dblink_safe.connections() WHERE conn_name = 'r'")
-    row = cur.fetchone()
-    assert row is not None and cur.description is not None
-    return {col.name: value for col, value in zip(cur.description, row, strict=True)}
-
-
-def remote_pid(conn: Conn) -> int:
-    return int(
-        scalar(conn, "SELECT p FROM public.dblink('r', 'SELECT pg_backend_pid()') AS t(p int)")
-    )
-
-
-def rows(server: Server, dbname: str, note: str) -> int:
-    return int(
-        server.execute(
-            sql.SQL("SELECT count(*) FROM items WHERE note = {}").format(sql.Literal(note)),
-            dbname,
-        )[0][0]
-    )
 
 
 def timed(call: Callable[[], Any]) -> tuple[float, Any, psycopg.Error | None]:
@@ -311,7 +266,7 @@ def test_idle_flow_dropped_is_detected_by_the_probe_and_replaced(
     s = install(conn, SMALL)
     ensure(conn, ns_target)
     exec_(conn, "INSERT INTO items (note) VALUES ('before')")
-    before = remote_pid(conn)
+    before = raw_remote_pid(conn)
     time.sleep(_IDLE_PAST)
     # A NAT forgets this one flow: the server and new connections to it are fine.
     net.netns.blackhole(net.port, client_port=only_flow(net, ns_db))
@@ -328,7 +283,7 @@ def test_idle_flow_dropped_is_detected_by_the_probe_and_replaced(
     assert elapsed >= user_timeout(s, net) * 0.9
     after = listing(conn)
     assert (after["reconnects"], after["last_validation_ok"]) == (1, False)
-    assert remote_pid(conn) != before
+    assert raw_remote_pid(conn) != before
     assert rows(net, ns_db, "after") == 1
 
 
@@ -338,7 +293,7 @@ def test_idle_connection_to_a_black_hole_fails_08001_in_bound_then_heals(
     s = install(conn, SMALL)
     ensure(conn, ns_target)
     exec_(conn, "INSERT INTO items (note) VALUES ('before')")
-    before = remote_pid(conn)
+    before = raw_remote_pid(conn)
     time.sleep(_IDLE_PAST)
     net.netns.blackhole(net.port)
     elapsed, _, error = timed(lambda: exec_(conn, "INSERT INTO items (note) VALUES ('lost')"))
@@ -357,7 +312,7 @@ def test_idle_connection_to_a_black_hole_fails_08001_in_bound_then_heals(
     record(f"recover: PG{major(net)} first call after the black hole healed: {elapsed:.3f}s")
     assert error is None, error
     assert status == "INSERT 0 1"
-    assert remote_pid(conn) != before
+    assert raw_remote_pid(conn) != before
     # Nothing was sent while the remote was unreachable; the call after healing ran once.
     assert (rows(net, ns_db, "lost"), rows(net, ns_db, "back")) == (0, 1)
 
@@ -417,7 +372,7 @@ def test_idle_flow_dropped_is_found_by_keepalives_before_the_next_call(
     s = install(conn, dataclasses.replace(SMALL, validation_window_ms=60_000))
     ensure(conn, ns_target)
     exec_(conn, "INSERT INTO items (note) VALUES ('before')")
-    before = remote_pid(conn)
+    before = raw_remote_pid(conn)
     flow = only_flow(net, ns_db)
     net.netns.blackhole(net.port, client_port=flow)
     holed = time.monotonic()
@@ -434,7 +389,7 @@ def test_idle_flow_dropped_is_found_by_keepalives_before_the_next_call(
     assert error is None, error
     assert status == "INSERT 0 1"
     assert elapsed < s.connect_timeout_s / 2
-    assert remote_pid(conn) != before
+    assert raw_remote_pid(conn) != before
     assert rows(net, ns_db, "after") == 1
 
 
@@ -545,7 +500,7 @@ def test_reset_idle_flow_is_replaced_at_once(
     s = install(conn, pgdblink_safe.Settings(validation_window_ms=200))
     ensure(conn, ns_target)
     exec_(conn, "INSERT INTO items (note) VALUES ('before')")
-    before = remote_pid(conn)
+    before = raw_remote_pid(conn)
     time.sleep(_IDLE_PAST)
     net.netns.reject(net.port, client_port=only_flow(net, ns_db))
     elapsed, status, error = timed(lambda: exec_(conn, "INSERT INTO items (note) VALUES ('after')"))
@@ -557,7 +512,7 @@ def test_reset_idle_flow_is_replaced_at_once(
     assert status == "INSERT 0 1"
     assert elapsed < s.connect_timeout_s / 2
     assert net.netns.fault_packets() > 0
-    assert remote_pid(conn) != before
+    assert raw_remote_pid(conn) != before
     assert listing(conn)["reconnects"] == 1
     assert rows(net, ns_db, "after") == 1
 
@@ -575,7 +530,7 @@ def test_reset_found_by_keepalive_is_replaced_before_sending(
     )
     ensure(conn, ns_target)
     exec_(conn, "INSERT INTO items (note) VALUES ('before')")
-    before = remote_pid(conn)
+    before = raw_remote_pid(conn)
     net.netns.reject(net.port)
     wait_for(
         lambda: net.netns.fault_packets() > 0,
@@ -591,7 +546,7 @@ def test_reset_found_by_keepalive_is_replaced_before_sending(
     assert error is None, error
     assert status == "INSERT 0 1"
     assert elapsed < s.connect_timeout_s / 2
-    assert remote_pid(conn) != before
+    assert raw_remote_pid(conn) != before
     assert rows(net, ns_db, "after") == 1
 
 
@@ -633,7 +588,7 @@ def test_refused_then_healed(
     )
     ensure(conn, ns_target)
     exec_(conn, "INSERT INTO items (note) VALUES ('before')")
-    before = remote_pid(conn)
+    before = raw_remote_pid(conn)
     time.sleep(_IDLE_PAST)
     net.netns.reject(net.port)
     elapsed, _, error = timed(lambda: exec_(conn, "INSERT INTO items (note) VALUES ('refused')"))
@@ -650,7 +605,7 @@ def test_refused_then_healed(
     assert error is None, error
     assert status == "INSERT 0 1"
     assert elapsed < s.connect_timeout_s / 2
-    assert remote_pid(conn) != before
+    assert raw_remote_pid(conn) != before
     assert (rows(net, ns_db, "refused"), rows(net, ns_db, "back")) == (0, 1)
 
 
@@ -672,7 +627,7 @@ def test_slow_but_alive_link_is_not_taken_for_dead(
     s = install(conn, pgdblink_safe.Settings(validation_window_ms=100))
     ensure(conn, remote.conninfo(remote_db, host=slow_link.host, port=str(slow_link.port)))
     exec_(conn, "INSERT INTO items (note) VALUES ('fast')")
-    before = remote_pid(conn)
+    before = raw_remote_pid(conn)
     slow_link.set_latency(one_way)
     rtt = 2 * one_way / 1000
     # Idle past the window: a probe and then the statement, each a round trip longer than
@@ -698,7 +653,7 @@ def test_slow_but_alive_link_is_not_taken_for_dead(
     assert elapsed >= 0.3 + rtt
     state = listing(conn)
     assert (state["reconnects"], state["last_validation_ok"]) == (0, True)
-    assert remote_pid(conn) == before
+    assert raw_remote_pid(conn) == before
     assert rows(remote, remote_db, "slow") == 1
 
 

@@ -13,17 +13,16 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import psycopg
 import pytest
+from calls import Conn, ensure, error_of, exec_, listing, remote_pid, rows, scalar
 from faults import finish, in_background, kill_when
 from pgbouncer import PgBouncer, find_pgbouncer
 from psycopg import sql
 
 from pgdblink_safe.servers import LocalCluster, Server, wait_for
 
-Conn = psycopg.Connection[Any]
 Start = Callable[..., PgBouncer]
 
 # Long enough to act on the remote while the statement runs; the faults below take ~50 ms.
@@ -63,44 +62,6 @@ def bouncer(request: pytest.FixtureRequest, local: Server, remote: Server) -> It
                 instance.close()
 
 
-def scalar(conn: Conn, query: str, *params: object) -> Any:
-    row = conn.execute(query, params or None).fetchone()
-    assert row is not None
-    return row[0]
-
-
-def ensure(conn: Conn, target: str, name: str = "r", **options: object) -> str:
-    extra = "".join(f", {option} => %s" for option in options)
-    return str(
-        scalar(
-            conn,
-            f"SELECT dblink_safe.ensure_dblink_conn(%s, %s{extra})",
-            name,
-            target,
-            *options.values(),
-        )
-    )
-
-
-def exec_(conn: Conn, statement: str, name: str = "r", **options: object) -> str:
-    extra = "".join(f", {option} => %s" for option in options)
-    return str(
-        scalar(
-            conn,
-            f"SELECT dblink_safe.safe_dblink_exec(%s, %s{extra})",
-            name,
-            statement,
-            *options.values(),
-        )
-    )
-
-
-def error_of(call: Callable[[], object]) -> psycopg.Error:
-    with pytest.raises(psycopg.Error) as info:
-        call()
-    return info.value
-
-
 def query_text(conn: Conn, statement: str, name: str = "r") -> str:
     return str(
         scalar(
@@ -110,29 +71,6 @@ def query_text(conn: Conn, statement: str, name: str = "r") -> str:
             statement,
         )
     )
-
-
-def remote_pid(conn: Conn, name: str = "r") -> int:
-    """The remote backend the connection's next statement runs on, asked through the wrapper."""
-    return int(
-        scalar(
-            conn,
-            "SELECT * FROM dblink_safe.safe_dblink_query(%s, 'SELECT pg_backend_pid()', NULL::int)",
-            name,
-        )
-    )
-
-
-def listing(conn: Conn, name: str = "r") -> dict[str, Any]:
-    cur = conn.execute("SELECT * FROM dblink_safe.connections() WHERE conn_name = %s", (name,))
-    row = cur.fetchone()
-    assert row is not None and cur.description is not None
-    return {col.name: value for col, value in zip(cur.description, row, strict=True)}
-
-
-def rows(remote: Server, remote_db: str, note: str) -> int:
-    query = sql.SQL("SELECT count(*) FROM items WHERE note = {}").format(sql.Literal(note))
-    return int(remote.execute(query, remote_db)[0][0])
 
 
 def server_pids(bouncer: PgBouncer, dbname: str) -> list[int]:

@@ -2,62 +2,13 @@
 
 import threading
 import time
-from typing import Any
 
 import psycopg
 import pytest
+from calls import Conn, ensure, exec_, listing, raw_remote_pid, rows, scalar
 from faults import finish, in_background, kill_when
 
 from pgdblink_safe.servers import LocalCluster, Server, wait_for
-
-Conn = psycopg.Connection[Any]
-
-
-def scalar(conn: Conn, query: str, *params: object) -> Any:
-    row = conn.execute(query, params or None).fetchone()
-    assert row is not None
-    return row[0]
-
-
-def ensure(conn: Conn, target: str, **options: str) -> str:
-    extra = "".join(f", {name} => %s" for name in options)
-    return str(
-        scalar(
-            conn,
-            f"SELECT dblink_safe.ensure_dblink_conn('r', %s{extra})",
-            target,
-            *options.values(),
-        )
-    )
-
-
-def exec_(conn: Conn, statement: str, **options: object) -> str:
-    extra = "".join(f", {name} => %s" for name in options)
-    return str(
-        scalar(
-            conn,
-            f"SELECT dblink_safe.safe_dblink_exec('r', %s{extra})",
-            statement,
-            *options.values(),
-        )
-    )
-
-
-def listing(conn: Conn) -> dict[str, Any]:
-    cur = conn.execute("SELECT * FROM dblink_safe.connections() WHERE conn_name = 'r'")
-    row = cur.fetchone()
-    assert row is not None and cur.description is not None
-    return {col.name: value for col, value in zip(cur.description, row, strict=True)}
-
-
-def rows(remote: Server, remote_db: str, note: str) -> int:
-    return int(remote.execute(f"SELECT count(*) FROM items WHERE note = '{note}'", remote_db)[0][0])
-
-
-def remote_pid(conn: Conn) -> int:
-    return int(
-        scalar(conn, "SELECT p FROM public.dblink('r', 'SELECT pg_backend_pid()') AS t(p int)")
-    )
 
 
 @pytest.fixture
@@ -269,7 +220,7 @@ def test_idle_session_timeout_on_the_remote(
 ) -> None:
     with remote.settings(idle_session_timeout="300ms"):
         ensure(installed, target)
-        pid = remote_pid(installed)
+        pid = raw_remote_pid(installed)
         wait_for(lambda: pid not in remote.backend_pids(remote_db), 10, "the idle session to end")
         assert exec_(installed, "INSERT INTO items (note) VALUES ('idle')") == "INSERT 0 1"
     assert rows(remote, remote_db, "idle") == 1
@@ -280,7 +231,7 @@ def test_idle_in_transaction_timeout_is_never_silently_reconnected(
 ) -> None:
     with remote.settings(idle_in_transaction_session_timeout="300ms"):
         ensure(installed, target)
-        pid = remote_pid(installed)
+        pid = raw_remote_pid(installed)
         assert exec_(installed, "BEGIN") == "BEGIN"
         assert exec_(installed, "INSERT INTO items (note) VALUES ('in tx')") == "INSERT 0 1"
         assert listing(installed)["remote_transaction"] is True
@@ -354,10 +305,10 @@ def test_typed_query_without_column_list(
 
 def test_max_lifetime_recycles_the_connection(installed: Conn, target: str) -> None:
     ensure(installed, target, max_lifetime="200 milliseconds")
-    first = remote_pid(installed)
+    first = raw_remote_pid(installed)
     time.sleep(0.3)
     exec_(installed, "SET application_name = 'recycled'")
-    assert remote_pid(installed) != first
+    assert raw_remote_pid(installed) != first
     assert listing(installed)["reconnects"] == 1
 
 
@@ -387,7 +338,7 @@ def test_names_differing_in_case_quotes_or_bytes_keep_separate_state(
     )
     assert uses == {name: count for count, name in enumerate(names, start=1)}
     for count, name in enumerate(names, start=1):
-        assert rows(remote, remote_db, name.replace("'", "''")) == count
+        assert rows(remote, remote_db, name) == count
 
 
 def test_disconnect_and_disconnect_all(installed: Conn, target: str) -> None:
