@@ -531,9 +531,10 @@ def test_reset_found_by_keepalive_is_replaced_before_sending(
     ensure(conn, ns_target)
     exec_(conn, "INSERT INTO items (note) VALUES ('before')")
     before = raw_remote_pid(conn)
-    net.netns.reject(net.port)
+    flow = only_flow(net, ns_db)
+    net.netns.reject(net.port, client_port=flow)
     wait_for(
-        lambda: net.netns.fault_packets() > 0,
+        lambda: not host_socket_open(net, flow),
         margin(s.keepalives_idle_s + s.keepalives_interval_s),
         "a keepalive probe to meet the reset",
     )
