@@ -7,8 +7,9 @@ import psycopg
 import pytest
 from calls import Conn, ensure, exec_, listing, raw_remote_pid, rows, scalar
 from faults import finish, in_background, kill_when
+from proxy import TcpProxy
 
-from pgdblink_safe.servers import LocalCluster, Server
+from pgdblink_safe.servers import LocalCluster, Server, wait_for
 
 
 @pytest.fixture
@@ -86,6 +87,52 @@ def test_lost_commit_reply_is_resolved_as_committed(
     kill_when(remote, remote_db, "wait_event = 'SyncRep'")
     assert finish(outcome).get("result") == "INSERT 0 1", outcome.get("error")
     assert rows(remote, remote_db, "resolved") == 1
+
+
+def test_lost_commit_reply_with_the_remote_unreachable_is_08007_not_08001(
+    installed: Conn, local: Server, local_db: str, remote: Server, remote_db: str
+) -> None:
+    # The COMMIT waits for a standby that never comes; the proxy then resets the flow and
+    # refuses new connections, so the outcome cannot be asked. "Could not connect" (08001)
+    # would tell the caller nothing ran, although the COMMIT is about to be applied.
+    with (
+        remote.settings(synchronous_standby_names="never_there"),
+        TcpProxy(remote.host, remote.port) as proxy,
+    ):
+        target = remote.conninfo(
+            remote_db,
+            host=proxy.host,
+            port=str(proxy.port),
+            options="-c synchronous_commit=on",
+        )
+
+        def work(conn: Conn) -> str:
+            ensure(conn, target)
+            return exec_(
+                conn,
+                "INSERT INTO items (note) VALUES ('unreachable')",
+                resolve=True,
+                max_attempts=3,
+                retry_budget="2 seconds",
+            )
+
+        outcome = in_background(local, local_db, work)
+        wait_for(
+            lambda: remote.execute(
+                "SELECT 1 FROM pg_stat_activity "
+                f"WHERE datname = '{remote_db}' AND wait_event = 'SyncRep'"
+            ),
+            15,
+            "the COMMIT to wait for the standby",
+        )
+        proxy.refuse()
+        proxy.cut()
+        finish(outcome)
+    error = outcome.get("error")
+    assert error is not None and error.sqlstate == "08007", outcome
+    assert " is unknown)" in (error.diag.message_detail or ""), error.diag.message_detail
+    # Without the standby requirement the waiting COMMIT completes: it was applied, once.
+    wait_for(lambda: rows(remote, remote_db, "unreachable") == 1, 15, "the commit to complete")
 
 
 def test_lost_commit_reply_without_resolve_is_08007_never_twice(
