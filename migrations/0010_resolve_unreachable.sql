@@ -43,11 +43,10 @@ BEGIN
                 RAISE;
             END IF;
         END;
-        IF attempt >= max_attempts
-           OR EXTRACT(epoch FROM pg_catalog.clock_timestamp() - started) >= budget_s THEN
-            RETURN 'unknown';
-        END IF;
+        EXIT WHEN attempt >= max_attempts
+               OR EXTRACT(epoch FROM pg_catalog.clock_timestamp() - started) >= budget_s;
         PERFORM dblink_safe._pause(attempt, max_attempts, started, budget_s);
     END LOOP;
+    RETURN 'unknown';
 END;
 $fn$;
