@@ -212,7 +212,8 @@ def _conninfo_value(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _process_exists(pid: int) -> bool:
+def process_exists(pid: int) -> bool:
+    """Whether a process with this id exists (it may belong to another account)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -220,6 +221,20 @@ def _process_exists(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def log_position(path: Path) -> int:
+    """Where the next line written to the log file ``path`` will start."""
+    return path.stat().st_size if path.exists() else 0
+
+
+def log_since(path: Path, position: int) -> str:
+    """What the log file ``path`` received after ``position`` (see ``log_position``)."""
+    if not path.exists():
+        return ""
+    with path.open("rb") as f:
+        f.seek(position)
+        return f.read().decode(errors="replace")
 
 
 def _free_port() -> int:
@@ -665,20 +680,16 @@ class LocalCluster(Server):
         """
         super().wait_backends_gone(pids, dbname, timeout)
         wait_for(
-            lambda: not any(_process_exists(p) for p in pids),
+            lambda: not any(process_exists(p) for p in pids),
             timeout,
             f"processes {pids} to exit",
         )
 
     def log_position(self) -> int:
-        return self.logfile.stat().st_size if self.logfile.exists() else 0
+        return log_position(self.logfile)
 
     def log_since(self, position: int) -> str:
-        if not self.logfile.exists():
-            return ""
-        with self.logfile.open("rb") as f:
-            f.seek(position)
-            return f.read().decode(errors="replace")
+        return log_since(self.logfile, position)
 
     def stop(self) -> None:
         if self._running:

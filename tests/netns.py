@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 
 from pgdblink_safe.errors import ServerError
-from pgdblink_safe.servers import Binaries, LocalCluster
+from pgdblink_safe.servers import Binaries, LocalCluster, process_exists
 
 #: Every namespace this harness creates is named PREFIX + the creating process's pid.
 PREFIX = "pgdbs_net_"
@@ -64,16 +64,6 @@ def _run(*args: str, check: bool = True, timeout: float = _CMD_TIMEOUT) -> str:
     return result.stdout
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def namespaces() -> list[str]:
     return [line.split()[0] for line in _run("ip", "netns", "list").splitlines() if line.strip()]
 
@@ -90,9 +80,9 @@ def _kill_namespace_processes(name: str) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        while time.monotonic() < deadline and any(process_exists(p) for p in pids):
             time.sleep(0.05)
-        pids = [p for p in pids if _alive(p)]
+        pids = [p for p in pids if process_exists(p)]
         if not pids:
             return
 
@@ -121,12 +111,12 @@ def cleanup_stale() -> list[str]:
     removed = []
     for name in namespaces():
         match = re.fullmatch(re.escape(PREFIX) + r"(\d+)", name)
-        if match and not _alive(int(match[1])):
+        if match and not process_exists(int(match[1])):
             _delete_namespace(name, f"{VETH_PREFIX}{match[1]}h")
             removed.append(name)
     for link in os.listdir("/sys/class/net"):
         match = re.fullmatch(re.escape(VETH_PREFIX) + r"(\d+)h", link)
-        if match and not _alive(int(match[1])):
+        if match and not process_exists(int(match[1])):
             _run("ip", "link", "del", link, check=False)
     return removed
 

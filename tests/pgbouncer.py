@@ -31,7 +31,7 @@ from typing import Any, Self
 import psycopg
 from psycopg.rows import dict_row
 
-from pgdblink_safe.servers import Server, _os_user_for_server
+from pgdblink_safe.servers import Server, _os_user_for_server, log_position, log_since
 
 #: Where PgBouncer is looked for when PGDBLINK_SAFE_PGBOUNCER does not name it.
 _CANDIDATES = ("pgbouncer", "/usr/sbin/pgbouncer", "/usr/local/sbin/pgbouncer")
@@ -379,14 +379,10 @@ class PgBouncer:
     # -- log --------------------------------------------------------------------------------
 
     def log_position(self) -> int:
-        return self.logfile.stat().st_size if self.logfile.exists() else 0
+        return log_position(self.logfile)
 
     def log_since(self, position: int) -> str:
-        if not self.logfile.exists():
-            return ""
-        with self.logfile.open("rb") as f:
-            f.seek(position)
-            return f.read().decode(errors="replace")
+        return log_since(self.logfile, position)
 
     def log(self) -> str:
         """The whole log, and what the process wrote to stdout/stderr when not in the log."""
