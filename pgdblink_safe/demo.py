@@ -6,9 +6,9 @@ from typing import Any
 
 import psycopg
 
+from pgdblink_safe._servers import Server, start_pair
 from pgdblink_safe._sqlquote import literal
 from pgdblink_safe.installer import install
-from pgdblink_safe.servers import Server, start_pair
 
 Say = Callable[[str], None]
 

@@ -6,8 +6,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
-
-from pgdblink_safe.servers import Server
+from servers import Server
 
 Conn = psycopg.Connection[Any]
 

@@ -8,10 +8,10 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
+from servers import Server, start_pair, unmet_version
 
 import pgdblink_safe
 from pgdblink_safe.errors import ServerError
-from pgdblink_safe.servers import Server, start_pair, unmet_version
 
 _TEMPLATE = "pgdblink_safe_tpl"
 _counter = itertools.count()

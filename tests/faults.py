@@ -5,8 +5,7 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-
-from pgdblink_safe.servers import Server, wait_for
+from servers import Server, wait_for
 
 Conn = psycopg.Connection[Any]
 

@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-
-from pgdblink_safe.servers import Server
+from servers import Server
 
 Conn = psycopg.Connection[Any]
 

@@ -30,8 +30,7 @@ from typing import Any, Self
 
 import psycopg
 from psycopg.rows import dict_row
-
-from pgdblink_safe.servers import Server, _os_user_for_server, log_position, log_since
+from servers import Server, log_position, log_since, os_user_for_server
 
 #: Where PgBouncer is looked for when PGDBLINK_SAFE_PGBOUNCER does not name it.
 _CANDIDATES = ("pgbouncer", "/usr/sbin/pgbouncer", "/usr/local/sbin/pgbouncer")
@@ -139,7 +138,7 @@ class PgBouncer:
         self.host = host
         self.port = 0
         self.settings = _DEFAULTS | settings
-        self.os_user = _os_user_for_server()
+        self.os_user = os_user_for_server()
         self.base = Path(tempfile.mkdtemp(prefix="pgdblink_safe-pgbouncer-"))
         self._process: subprocess.Popen[bytes] | None = None
         self._closed = False

@@ -7,11 +7,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from servers import Server, wait_for
 
 import pgdblink_safe
 from pgdblink_safe import bench
 from pgdblink_safe.generator import latest_version
-from pgdblink_safe.servers import Server, wait_for
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 from click import Command, Group
+from servers import Server
 
 from pgdblink_safe.cli import cli
 from pgdblink_safe.generator import latest_version, migrations
-from pgdblink_safe.servers import Server
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -8,10 +8,10 @@ from typing import Any
 
 import psycopg
 import pytest
+from servers import Server
 
 import pgdblink_safe
 from pgdblink_safe.doctor import EXPLANATIONS
-from pgdblink_safe.servers import Server
 
 Conn = psycopg.Connection[Any]
 SECRET = "Hunter2-doctor-secret"

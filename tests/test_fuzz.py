@@ -6,9 +6,9 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from servers import Server
 
 import pgdblink_safe
-from pgdblink_safe.servers import Server
 
 Conn = psycopg.Connection[Any]
 

@@ -19,8 +19,8 @@ import pytest
 from load import Chaos, PhaseResult, prepare_remote, run_phase
 from pgbouncer import PgBouncer, find_pgbouncer
 from report import record
+from servers import LocalCluster, Server, wait_for
 
-from pgdblink_safe.servers import LocalCluster, Server, wait_for
 from pgdblink_safe.settings import Settings
 
 SESSIONS = 8

@@ -20,8 +20,7 @@ from calls import Conn, ensure, error_of, exec_, listing, remote_pid, rows, scal
 from faults import finish, in_background, kill_when
 from pgbouncer import PgBouncer, find_pgbouncer
 from psycopg import sql
-
-from pgdblink_safe.servers import LocalCluster, Server, wait_for
+from servers import LocalCluster, Server, wait_for
 
 Start = Callable[..., PgBouncer]
 

@@ -12,8 +12,7 @@ import psycopg
 import pytest
 from proxy import TcpProxy
 from report import record
-
-from pgdblink_safe.servers import LocalCluster, Server, wait_for
+from servers import LocalCluster, Server, wait_for
 
 # Bounds every wait below: long enough for a loaded machine, short enough to fail fast.
 _PATIENCE = 10.0

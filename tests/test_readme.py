@@ -8,8 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from pgdblink_safe.servers import Server
+from servers import Server
 
 README = Path(__file__).parent.parent / "README.md"
 README_DSN = "postgresql://admin@db1/app"

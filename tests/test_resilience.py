@@ -8,8 +8,7 @@ import pytest
 from calls import Conn, ensure, exec_, listing, raw_remote_pid, rows, scalar
 from faults import finish, in_background, kill_when
 from proxy import TcpProxy
-
-from pgdblink_safe.servers import LocalCluster, Server, wait_for
+from servers import LocalCluster, Server, wait_for
 
 
 @pytest.fixture

@@ -12,11 +12,11 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
+from servers import LocalCluster, Server
 
 import pgdblink_safe
 from pgdblink_safe.errors import InstallError
 from pgdblink_safe.generator import latest_version, render_script
-from pgdblink_safe.servers import LocalCluster, Server
 
 Conn = psycopg.Connection[Any]
 

@@ -12,18 +12,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from pgdblink_safe.errors import ServerError
-from pgdblink_safe.servers import (
+from servers import (
     ExternalServer,
     Server,
     docker_engine_available,
     embedded_binaries,
+    postgres_version,
     prebuilt_binaries,
     prebuilt_cache_dir,
     start_pair,
     unmet_version,
 )
+
+from pgdblink_safe.errors import ServerError
 
 pytest_plugins = ["pytester"]
 
@@ -90,7 +91,7 @@ def test_binaries_provider_checks_the_version_of_a_given_root(
 ) -> None:
     embedded = embedded_binaries()
     monkeypatch.setenv("PGDBLINK_SAFE_PG_ROOT", str(embedded.bindir.parent))
-    major = embedded.version().split(".")[0]
+    major = postgres_version(embedded).split(".")[0]
     monkeypatch.setenv("PGDBLINK_SAFE_PG_VERSION", major)
     assert prebuilt_binaries().bindir == embedded.bindir
     monkeypatch.setenv("PGDBLINK_SAFE_PG_VERSION", "13")

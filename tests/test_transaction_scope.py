@@ -6,9 +6,9 @@ from typing import Any
 import psycopg
 import pytest
 from faults import finish, in_background, kill_when
+from servers import LocalCluster, Server, wait_for
 
 import pgdblink_safe
-from pgdblink_safe.servers import LocalCluster, Server, wait_for
 
 Conn = psycopg.Connection[Any]
 

@@ -20,9 +20,9 @@ from typing import Any
 import psycopg
 import pytest
 from proxy import TcpProxy
+from servers import Server
 
 import pgdblink_safe
-from pgdblink_safe.servers import Server
 from pgdblink_safe.settings import Settings
 
 Conn = psycopg.Connection[Any]

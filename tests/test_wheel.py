@@ -6,10 +6,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from servers import Server
 
 from pgdblink_safe import Settings, render_script
 from pgdblink_safe.generator import latest_version, migrations
-from pgdblink_safe.servers import Server
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -5,9 +5,9 @@ from typing import Any
 
 import psycopg
 import pytest
+from servers import Server, wait_for
 
 import pgdblink_safe
-from pgdblink_safe.servers import Server, wait_for
 
 Conn = psycopg.Connection[Any]
 
