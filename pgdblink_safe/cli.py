@@ -18,7 +18,12 @@ from pgdblink_safe import doctor as doctor_module
 from pgdblink_safe import export as export_module
 from pgdblink_safe._conninfo import scrub
 from pgdblink_safe._servers import PROVIDERS
-from pgdblink_safe.errors import ConfigurationError, InstallError, PgDblinkSafeError, ServerError
+from pgdblink_safe.errors import (
+    ConfigurationError,
+    InstallError,
+    PgDblinkSafeError,
+    ThrowawayServerError,
+)
 from pgdblink_safe.generator import render_script
 from pgdblink_safe.settings import Settings
 
@@ -433,7 +438,7 @@ def demo(provider: str) -> None:
     """
     try:
         ok = demo_module.run_demo(click.echo, _progress, provider)
-    except ServerError as exc:
+    except ThrowawayServerError as exc:
         _fail(f"could not start the demo servers: {exc}", 2)
     except psycopg.Error as exc:
         _fail(f"the demo failed: {str(exc).strip()}", 2)

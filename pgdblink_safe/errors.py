@@ -25,5 +25,13 @@ class LockTimeoutError(InstallError):
     """Another installer held the lock for longer than the allowed wait."""
 
 
-class ServerError(PgDblinkSafeError):
-    """A throwaway test server could not be started, stopped or controlled."""
+class NotInstalledError(InstallError):
+    """The toolkit is not installed in the schema to benchmark."""
+
+
+class BenchError(PgDblinkSafeError):
+    """The benchmark cannot run on this connection, or its measurement went wrong."""
+
+
+class ThrowawayServerError(PgDblinkSafeError):
+    """A throwaway server (the demo's) could not be started, controlled or stopped."""

@@ -8,10 +8,9 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
-from servers import Server, start_pair, unmet_version
+from servers import Server, ServerError, start_pair, unmet_version
 
 import pgdblink_safe
-from pgdblink_safe.errors import ServerError
 
 _TEMPLATE = "pgdblink_safe_tpl"
 _counter = itertools.count()

@@ -27,9 +27,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
-from servers import Binaries, LocalCluster, process_exists
-
-from pgdblink_safe.errors import ServerError
+from servers import Binaries, LocalCluster, ServerError, process_exists
 
 #: Every namespace this harness creates is named PREFIX + the creating process's pid.
 PREFIX = "pgdbs_net_"

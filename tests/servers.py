@@ -29,7 +29,7 @@ from pgdblink_safe._servers import (
     system_binaries,
     wait_for,
 )
-from pgdblink_safe.errors import ServerError
+from pgdblink_safe.errors import ThrowawayServerError
 
 __all__ = [
     "PROVIDERS",
@@ -55,6 +55,14 @@ __all__ = [
 ]
 
 PROVIDERS = (*_servers.PROVIDERS, "binaries", "docker", "external")
+
+
+class ServerError(ThrowawayServerError):
+    """The harness could not provide or control a test server.
+
+    A subclass, so that one ``except ThrowawayServerError`` also catches what the demo's
+    clusters, which the harness extends, raise.
+    """
 
 
 class Server(_servers.Server):

@@ -11,6 +11,7 @@ from servers import Server, wait_for
 
 import pgdblink_safe
 from pgdblink_safe import bench
+from pgdblink_safe.errors import BenchError
 from pgdblink_safe.generator import latest_version
 
 
@@ -194,7 +195,7 @@ def test_api_refuses_a_session_already_using_its_names(
 ) -> None:
     installed.execute("SELECT dblink_connect('pgdblink_safe_bench', %s)", [target])
     try:
-        with pytest.raises(bench.BenchError, match="already open"):
+        with pytest.raises(BenchError, match="already open"):
             bench.run_bench(installed, target, calls=1, rounds=1)
     finally:
         installed.execute("SELECT dblink_disconnect('pgdblink_safe_bench')")
@@ -203,7 +204,7 @@ def test_api_refuses_a_session_already_using_its_names(
 def test_api_needs_autocommit(local: Server, local_db: str, target: str) -> None:
     with (
         local.connect(local_db, autocommit=False) as conn,
-        pytest.raises(bench.BenchError, match="autocommit"),
+        pytest.raises(BenchError, match="autocommit"),
     ):
         bench.run_bench(conn, target)
 

@@ -26,10 +26,9 @@ from netns import NamespacedCluster, NetNamespace, stop_in_namespace, unavailabl
 from proxy import TcpProxy
 from psycopg import sql
 from report import record
-from servers import LocalCluster, Server, wait_for
+from servers import LocalCluster, Server, ServerError, wait_for
 
 import pgdblink_safe
-from pgdblink_safe.errors import ServerError
 
 #: Small timeouts keep the tests short. tcp_user_timeout is not above connect_timeout, so a
 #: connect attempt to a black hole ends by connect_timeout on every server version (see

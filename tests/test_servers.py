@@ -15,6 +15,7 @@ import pytest
 from servers import (
     ExternalServer,
     Server,
+    ServerError,
     docker_engine_available,
     embedded_binaries,
     postgres_version,
@@ -23,8 +24,6 @@ from servers import (
     start_pair,
     unmet_version,
 )
-
-from pgdblink_safe.errors import ServerError
 
 pytest_plugins = ["pytester"]
 
