@@ -24,7 +24,7 @@ from pgdblink_safe.errors import (
     PgDblinkSafeError,
     ThrowawayServerError,
 )
-from pgdblink_safe.generator import render_script
+from pgdblink_safe.generator import latest_version, render_script
 from pgdblink_safe.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -345,7 +345,10 @@ def upgrade(
     if sql:
         if from_version is None:
             _fail("--sql needs --from-version: the SQL depends on what is installed", 1)
-        _print_sql(schema, dblink_schema, chosen, after_version=from_version or 0)
+        elif not 1 <= from_version <= latest_version():
+            _fail(f"--from-version must be from 1 to {latest_version()}, not {from_version}", 1)
+        else:
+            _print_sql(schema, dblink_schema, chosen, after_version=from_version)
         return
     with _connect(dsn) as conn:
         before = installer.status(conn, schema)

@@ -24,6 +24,7 @@ from pgdblink_safe.generator import (
     latest_version,
     migrations,
     record_statement,
+    render_current,
     render_migration,
     render_migrations,
 )
@@ -410,7 +411,11 @@ def _apply(
             progress("creating extension dblink")
             conn.execute("CREATE EXTENSION dblink")
             dblink_schema = find_dblink_schema(conn)
-            assert dblink_schema is not None
+            if dblink_schema is None:
+                raise DblinkMissingError(
+                    f"CREATE EXTENSION dblink ran in database {conn.info.dbname!r}, yet the "
+                    "extension is not listed in pg_extension afterwards"
+                )
         _check_roles(conn, grant)
         applied = _read_applied(conn, target_schema)
         if applied is None and _schema_exists(conn, target_schema):
@@ -431,9 +436,16 @@ def _apply(
         settings = dataclasses.replace(base, schema=target_schema, dblink_schema=dblink_schema)
         _verify(applied or [], settings)
     done = {m.version for m in applied or []}
-    for rendered in render_migrations(settings):
-        if rendered.version in done or (to_version is not None and rendered.version > to_version):
-            continue
+    pending = [
+        rendered
+        for rendered in render_migrations(settings)
+        if rendered.version not in done and (to_version is None or rendered.version <= to_version)
+    ]
+    if not done and pending and pending[-1].version == latest:
+        applied_now = _install_current(
+            conn, settings, pending, lock_timeout_s, statement_timeout_s, progress
+        )
+    for rendered in [] if applied_now else pending:
         started = time.monotonic()
         progress(f"applying {rendered.version:04d}_{rendered.name}")
         with conn.transaction():
@@ -446,17 +458,9 @@ def _apply(
                 continue
             holders = granted_roles(conn, settings.schema) if rendered.version > 1 else []
             conn.execute(rendered.sql.encode())  # bytes: several statements, no placeholders
-            # A migration that creates or recreates functions starts them without grants.
+            # A step that creates or recreates functions starts them without grants.
             _grant(conn, settings.schema, holders)
-            conn.execute(
-                record_statement(settings),
-                {
-                    "version": rendered.version,
-                    "name": rendered.name,
-                    "checksum": rendered.checksum,
-                    "settings": json.dumps(settings.as_dict(), sort_keys=True),
-                },
-            )
+            _record(conn, settings, rendered)
         applied_now.append(rendered)
         progress(f"  done in {(time.monotonic() - started) * 1000:.0f} ms")
     if grant:
@@ -466,6 +470,46 @@ def _apply(
             _grant(conn, settings.schema, grant)
         progress(f"granted use of schema {settings.schema} to {', '.join(grant)}")
     return applied_now
+
+
+def _record(conn: psycopg.Connection[Any], settings: Settings, rendered: RenderedMigration) -> None:
+    conn.execute(
+        record_statement(settings),
+        {
+            "version": rendered.version,
+            "name": rendered.name,
+            "checksum": rendered.checksum,
+            "settings": json.dumps(settings.as_dict(), sort_keys=True),
+        },
+    )
+
+
+def _install_current(
+    conn: psycopg.Connection[Any],
+    settings: Settings,
+    steps: list[RenderedMigration],
+    lock_timeout_s: float,
+    statement_timeout_s: float,
+    progress: Progress,
+) -> list[RenderedMigration]:
+    """Create the current code at once and record every step as applied, in one transaction.
+
+    Returns the steps recorded, or nothing when another installer got there first (the
+    caller then applies whatever that one left pending, step by step).
+    """
+    started = time.monotonic()
+    progress(f"installing version {steps[-1].version:04d} (the current code)")
+    with conn.transaction():
+        _set_timeouts(conn, lock_timeout_s, statement_timeout_s)
+        _lock(conn, settings.schema, lock_timeout_s)
+        if _read_applied(conn, settings.schema) is not None:
+            progress("  installed meanwhile by another run")
+            return []
+        conn.execute(render_current(settings).encode())  # bytes: no placeholders
+        for rendered in steps:
+            _record(conn, settings, rendered)
+    progress(f"  done in {(time.monotonic() - started) * 1000:.0f} ms")
+    return steps
 
 
 def uninstall(

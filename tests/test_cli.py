@@ -31,7 +31,7 @@ def test_install_status_uninstall(local: Server, local_db: str) -> None:
     first = run("install", "--dsn", dsn)
     assert first.returncode == 0, first.stderr
     assert f"version {latest_version()}" in first.stdout
-    assert "applying 0001_initial" in first.stderr  # progress goes to stderr
+    assert "installing version 0001 (the current code)" in first.stderr  # progress goes to stderr
 
     again = run("install", "--dsn", dsn)
     assert again.returncode == 0
@@ -40,7 +40,7 @@ def test_install_status_uninstall(local: Server, local_db: str) -> None:
     text = run("status", "--dsn", dsn)
     assert text.returncode == 0
     assert f"installed version: {latest_version()}" in text.stdout
-    assert "applied  0001_initial" in text.stdout
+    assert "applied  0001_baseline" in text.stdout
 
     data = json.loads(run("status", "--dsn", dsn, "--json").stdout)
     assert data["installed_version"] == latest_version()

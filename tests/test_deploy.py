@@ -1,6 +1,8 @@
 """Deploying for real: upgrade, dry runs, SQL without a server, export to migration tools, demo."""
 
 import ast
+import json
+import os
 import re
 import subprocess
 import sys
@@ -13,8 +15,9 @@ import pytest
 from psycopg import sql
 
 import pgdblink_safe
+from pgdblink_safe._release import NON_DEFAULT
 from pgdblink_safe.export import _BIND
-from pgdblink_safe.generator import latest_version
+from pgdblink_safe.generator import latest_version, record_statement, render_migrations
 from pgdblink_safe.installer import catalog
 from pgdblink_safe.servers import Server
 
@@ -78,12 +81,111 @@ def test_upgrade_from_every_earlier_version_equals_a_fresh_install(
         conn.execute("DROP ROLE deploy_app")
 
 
+#: Everything a definition consists of, in full text so that a difference reads plainly.
+FULL_CATALOG = """
+SELECT 'function ' || p.oid::pg_catalog.regprocedure::text,
+       pg_catalog.concat_ws(E'\\n', pg_catalog.pg_get_functiondef(p.oid), p.proacl::text,
+           p.proconfig::text, pg_catalog.obj_description(p.oid, 'pg_proc'))
+FROM pg_catalog.pg_proc p WHERE p.pronamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = %(schema)s)
+UNION ALL
+SELECT 'relation ' || c.oid::pg_catalog.regclass::text,
+       pg_catalog.concat_ws(E'\\n', c.relkind, c.relacl::text,
+           pg_catalog.obj_description(c.oid, 'pg_class'),
+           (SELECT pg_catalog.string_agg(pg_catalog.concat_ws(' ', a.attname,
+                       pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                       pg_catalog.pg_get_expr(d.adbin, d.adrelid)), ', ' ORDER BY a.attnum)
+            FROM pg_catalog.pg_attribute a
+            LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+            WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped))
+FROM pg_catalog.pg_class c WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = %(schema)s)
+UNION ALL
+SELECT 'constraint ' || co.conname, pg_catalog.pg_get_constraintdef(co.oid)
+FROM pg_catalog.pg_constraint co
+WHERE co.connamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = %(schema)s)
+UNION ALL
+SELECT 'schema', pg_catalog.concat_ws(E'\\n', n.nspacl::text,
+           pg_catalog.obj_description(n.oid, 'pg_namespace'))
+FROM pg_catalog.pg_namespace n WHERE n.nspname = %(schema)s
+ORDER BY 1
+"""
+
+
+def full_catalog(conn: Conn, schema: str) -> dict[str, str]:
+    return dict(conn.execute(FULL_CATALOG, {"schema": schema}).fetchall())
+
+
+@pytest.fixture
+def two_databases(local: Server) -> Iterator[tuple[Conn, Conn]]:
+    """Two empty databases (dblink not created) on the local server."""
+    names = [f"replay_{n}_{os.getpid()}" for n in ("a", "b")]
+    for name in names:
+        local.drop_database(name)
+        local.create_database(name)
+    try:
+        with local.connect(names[0]) as one, local.connect(names[1]) as two:
+            yield one, two
+    finally:
+        for name in names:
+            local.drop_database(name)
+
+
+@pytest.mark.parametrize("kind", ["default", "non_default"])
+def test_a_fresh_install_equals_the_replay_of_every_step(
+    two_databases: tuple[Conn, Conn], kind: str
+) -> None:
+    """The current code (what install runs) and the release steps (what upgrades run) agree."""
+    chosen = pgdblink_safe.Settings() if kind == "default" else NON_DEFAULT
+    installed, replayed = two_databases
+    for conn in two_databases:
+        conn.execute(
+            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(chosen.dblink_schema))
+        )
+        conn.execute(
+            sql.SQL("CREATE EXTENSION dblink SCHEMA {}").format(
+                sql.Identifier(chosen.dblink_schema)
+            )
+        )
+    installed.execute("DROP ROLE IF EXISTS replay_app")
+    installed.execute("CREATE ROLE replay_app")
+    pgdblink_safe.install(installed, chosen, grant=["replay_app"])
+    with replayed.transaction():
+        for step in render_migrations(chosen):
+            replayed.execute(step.sql.encode())
+            replayed.execute(
+                record_statement(chosen),
+                {
+                    "version": step.version,
+                    "name": step.name,
+                    "checksum": step.checksum,
+                    "settings": json.dumps(chosen.as_dict(), sort_keys=True),
+                },
+            )
+    pgdblink_safe.install(
+        replayed, schema=chosen.schema, grant=["replay_app"]
+    )  # a no-op apart from the grant
+    try:
+        one, two = full_catalog(installed, chosen.schema), full_catalog(replayed, chosen.schema)
+        assert len(one) > 40
+        assert sorted(one) == sorted(two)
+        for name, definition in one.items():
+            assert definition == two[name], name
+        assert [a.checksum for a in pgdblink_safe.status(installed, chosen.schema).applied] == [
+            a.checksum for a in pgdblink_safe.status(replayed, chosen.schema).applied
+        ]
+    finally:
+        for c in two_databases:
+            c.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(chosen.schema)))
+            c.execute("DROP OWNED BY replay_app")
+        installed.execute("DROP ROLE replay_app")
+
+
 def test_upgrade_needs_an_installation(local: Server, local_db: str) -> None:
     result = run("upgrade", "--dsn", local.client_conninfo(local_db))
     assert result.returncode == 1
     assert "not installed" in result.stderr and "pgdblink-safe install" in result.stderr
 
 
+@pytest.mark.skipif(LATEST < 2, reason="needs a release step after the baseline")
 def test_dry_run_shows_what_would_change_and_changes_nothing(
     conn: Conn, local: Server, local_db: str
 ) -> None:
@@ -108,7 +210,7 @@ def test_dry_run_of_a_new_install_lists_every_object(
 ) -> None:
     result = run("install", "--dsn", local.client_conninfo(local_db), "--dry-run")
     assert result.returncode == 0, result.stderr
-    assert "would apply 0001_initial" in result.stdout
+    assert "would apply 0001_baseline" in result.stdout
     assert "would create  function dblink_safe.safe_dblink_exec(" in result.stdout
     assert conn.execute("SELECT to_regnamespace('dblink_safe')").fetchone() == (None,)
 
@@ -119,7 +221,9 @@ def test_sql_needs_no_server_and_installs_like_the_cli(
     # A DSN that points nowhere: --sql must not connect.
     script = run("install", "--sql", "--dsn", "host=192.0.2.1 connect_timeout=1")
     assert script.returncode == 0, script.stderr
-    assert script.stdout.count("\n-- migration ") == LATEST
+    # From nothing: the current code, and a row recording each step, in one transaction.
+    assert script.stdout.count(f"\n-- version {LATEST:04d}, the current code\n") == 1
+    assert script.stdout.count("INSERT INTO dblink_safe.installed_migrations") == LATEST
     path = tmp_path / "install.sql"
     path.write_text(script.stdout)
     applied = subprocess.run(
@@ -143,8 +247,9 @@ def test_sql_needs_no_server_and_installs_like_the_cli(
     assert catalog(conn, "dblink_safe") == catalog(fresh, "dblink_safe")
     status = run("status", "--dsn", local.client_conninfo(local_db))
     assert f"installed version: {LATEST}" in status.stdout
-    upgrade_sql = run("upgrade", "--sql", "--from-version", str(LATEST - 1))
-    assert upgrade_sql.stdout.count("\n-- migration ") == 1
+    for start in range(1, LATEST + 1):
+        upgrade_sql = run("upgrade", "--sql", "--from-version", str(start))
+        assert upgrade_sql.stdout.count("\n-- migration ") == LATEST - start
     assert run("upgrade", "--sql").returncode == 1
 
 
@@ -246,7 +351,7 @@ def test_export_again_adds_nothing_and_never_overwrites(tmp_path: Path) -> None:
     other = run("export", "--format", "flyway", "--out", str(out), "--schema", "other_kit")
     assert other.returncode == 1
     assert "with other content" in other.stderr
-    assert "dblink_safe" in (out / "V1__pgdblink_safe_initial.sql").read_text()
+    assert "dblink_safe" in (out / "V1__pgdblink_safe_baseline.sql").read_text()
 
 
 def test_demo_shows_the_failure_and_the_fix() -> None:

@@ -20,31 +20,44 @@ from pgdblink_safe.generator import (
     MIGRATION_NAME,
     _environment,
     migrations,
-    render_migration,
+    render_current,
     render_migrations,
+    sources,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_checked_in_migrations_equal_the_default_rendering() -> None:
-    checked_in = sorted(p.name for p in (ROOT / "migrations").glob("*.sql"))
-    assert checked_in == [m.filename for m in migrations()]
-    for migration in migrations():
-        rendered = render_migration(migration, Settings()).sql
-        on_disk = (ROOT / "migrations" / migration.filename).read_text()
-        assert on_disk == rendered, (
-            f"migrations/{migration.filename} differs from its template's rendering: "
-            "run python scripts/render_migrations.py (and never change a released migration)"
-        )
-
-
 def test_migration_templates_follow_the_naming_rule() -> None:
-    names = [p.name for p in (ROOT / "sql" / "migrations").iterdir()]
+    names = [p.name for p in (ROOT / "sql" / "migrations").glob("*.sql")]
     assert names
     for name in names:
         assert MIGRATION_NAME.match(name), name
     assert [m.version for m in migrations()] == list(range(1, len(names) + 1))
+
+
+def test_every_function_source_holds_one_function_named_after_it() -> None:
+    files = sorted((ROOT / "sql" / "functions").glob("*.sql"))
+    listed = [p for p in sources() if p.startswith("functions/")]
+    assert sorted(listed) == [f"functions/{p.name}" for p in files]
+    for path in files:
+        text = path.read_text()
+        created = re.findall(r"^CREATE OR REPLACE FUNCTION \{\{ schema \}\}\.(\w+)\(", text, re.M)
+        commented = re.findall(r"^COMMENT ON FUNCTION \{\{ schema \}\}\.(\w+)\(", text, re.M)
+        assert created == [path.stem], f"{path.name} must create exactly the function {path.stem}"
+        assert commented == [path.stem], f"{path.name} must comment on {path.stem}"
+
+
+def test_the_templates_use_only_the_shared_context() -> None:
+    """No {% set %} per file, no filters, no search_path written out instead of the clause."""
+    for path in (ROOT / "sql").rglob("*.sql"):
+        if path.parent.name == "migrations":
+            continue
+        text = path.read_text()
+        assert "{%" not in text, f"{path}: the template context is built in Python"
+        for expression in re.findall(r"\{\{(.*?)\}\}", text):
+            assert re.fullmatch(r" \w+ ", expression), f"{path}: {{{{{expression}}}}}"
+        assert "SET search_path" not in text, f"{path}: use {{{{ function_settings }}}}"
 
 
 def test_undefined_template_variable_fails() -> None:
@@ -54,35 +67,35 @@ def test_undefined_template_variable_fails() -> None:
 
 
 def test_every_rendered_statement_parses() -> None:
-    total = 0
-    for rendered in render_migrations(Settings(schema='Odd "schema"', dblink_schema="ext")):
-        statements = pglast.parse_sql(rendered.sql)
-        assert statements, f"migration {rendered.version} has no statements"
-        total += len(statements)
-    assert total > 50
+    settings = Settings(schema='Odd "schema"', dblink_schema="ext")
+    statements = pglast.parse_sql(render_current(settings))
+    assert len(statements) > 50
+    for rendered in render_migrations(settings):
+        assert pglast.parse_sql(rendered.sql), f"migration {rendered.version} has no statements"
 
 
-def test_every_function_pins_search_path() -> None:
-    sql = render_migrations(Settings())[0].sql
-    functions = re.findall(r"CREATE FUNCTION [^\n]+", sql)
-    pins = re.findall(r"^SET search_path = pg_catalog, pg_temp$", sql, re.MULTILINE)
-    assert functions and len(pins) == len(functions)
+def test_the_current_code_defines_each_function_once() -> None:
+    sql = render_current(Settings())
+    created = re.findall(r"^CREATE OR REPLACE FUNCTION dblink_safe\.(\w+)\(", sql, re.M)
+    assert len(created) == len(set(created)) == len(list((ROOT / "sql" / "functions").iterdir()))
 
 
 def test_schema_names_are_quoted_where_needed() -> None:
-    sql = render_migrations(Settings(schema='My "Ops"', dblink_schema="user"))[0].sql
+    sql = render_current(Settings(schema='My "Ops"', dblink_schema="user"))
     assert 'CREATE SCHEMA "My ""Ops""";' in sql
     assert '"user".dblink_exec(' in sql
     assert "public.dblink" not in sql
 
 
-def test_render_script_records_each_migration() -> None:
+def test_render_script_installs_the_current_code_and_records_each_step() -> None:
     script = render_script(Settings())
-    assert script.splitlines().count("BEGIN;") == len(migrations())
-    assert "INSERT INTO dblink_safe.installed_migrations" in script
+    assert script.splitlines().count("BEGIN;") == 1
+    assert script.count("INSERT INTO dblink_safe.installed_migrations") == len(migrations())
+    assert render_current(Settings()) in script
     assert "-- validation_window_ms: 1000\n" in script
-    recorded = script.split("'{", 1)[1].split("}'", 1)[0]
-    assert json.loads("{" + recorded + "}") == Settings().as_dict()
+    recorded = re.findall(r"'(\{\n[^']*\})'::pg_catalog\.jsonb", script)
+    assert len(recorded) == len(migrations())
+    assert json.loads(recorded[0]) == Settings().as_dict()
 
 
 def test_render_command_needs_no_server() -> None:

@@ -106,7 +106,7 @@ def test_missing_dblink_is_a_clear_error(local: Server, bare_db: str) -> None:
 def test_changed_migration_is_refused(conn: Conn) -> None:
     pgdblink_safe.install(conn)
     conn.execute("UPDATE dblink_safe.installed_migrations SET checksum = repeat('0', 64)")
-    with pytest.raises(pgdblink_safe.ChecksumMismatchError, match="0001_initial"):
+    with pytest.raises(pgdblink_safe.ChecksumMismatchError, match="0001_baseline"):
         pgdblink_safe.install(conn)
 
 

@@ -1,28 +1,13 @@
-{#
-  Migration 0010: a lost COMMIT whose outcome cannot be learned is 08007, never 08001.
-
-  resolve => true asks the remote, on a new connection, what became of a transaction whose
-  COMMIT reply was lost. When that connection could not be opened, the reconnect's 08001
-  ("could not open dblink connection") reached the caller, and when it broke during the
-  question, dblink's raw 08006: both read as "nothing ran", although the COMMIT may have
-  been applied. The question is now asked again within max_attempts and the retry budget,
-  and when no answer comes the outcome is "unknown": 08007, with the transaction id.
-#}
-{% set s = schema|ident %}
-{% set d = dblink_schema|ident %}
-{% set tgt = (guc_prefix ~ '.t_')|literal %}
--- pgdblink_safe migration 0010: schema {{ s }}, dblink in {{ d }}
-
-CREATE OR REPLACE FUNCTION {{ s }}._resolve(
+CREATE OR REPLACE FUNCTION {{ schema }}._resolve(
     conn_name text, xid text, max_attempts integer, budget_s numeric
 )
 RETURNS text
 LANGUAGE plpgsql
 VOLATILE
-SET search_path = pg_catalog, pg_temp
+{{ function_settings }}
 AS $fn$
 DECLARE
-    target text := NULLIF(pg_catalog.current_setting({{ tgt }} || {{ s }}._key(conn_name), true), '');
+    target text := NULLIF(pg_catalog.current_setting({{ guc_target }} || {{ schema }}._key(conn_name), true), '');
     started timestamptz := pg_catalog.clock_timestamp();
     attempt integer := 0;
     outcome text;
@@ -35,16 +20,16 @@ BEGIN
             -- A new connection asks the remote what became of the transaction whose COMMIT
             -- reply was lost. While it is still in progress the old backend has not
             -- finished: wait.
-            PERFORM {{ s }}._reopen(conn_name, target,
-                (conn_name = ANY ({{ d }}.dblink_get_connections())) IS TRUE, max_attempts,
+            PERFORM {{ schema }}._reopen(conn_name, target,
+                (conn_name = ANY ({{ dblink }}.dblink_get_connections())) IS TRUE, max_attempts,
                 GREATEST(budget_s - EXTRACT(epoch FROM pg_catalog.clock_timestamp() - started)::numeric, 0));
             LOOP
                 SELECT r.status INTO outcome
-                FROM {{ d }}.dblink(conn_name,
+                FROM {{ dblink }}.dblink(conn_name,
                     pg_catalog.format('SELECT pg_catalog.pg_xact_status(%L::xid8)', xid)) AS r(status text);
                 EXIT WHEN outcome IS DISTINCT FROM 'in progress'
                        OR pg_catalog.clock_timestamp() - started
-                          >= pg_catalog.make_interval(secs => {{ (resolve_wait_ms / 1000.0)|literal }});
+                          >= pg_catalog.make_interval(secs => {{ resolve_wait_s }});
                 PERFORM pg_catalog.pg_sleep(0.01);
             END LOOP;
             RETURN COALESCE(outcome, 'unknown');
@@ -52,14 +37,16 @@ BEGIN
             GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE, err_message = MESSAGE_TEXT;
             -- Unreachable, or lost again while asking: ask again. Anything else (a remote
             -- without pg_xact_status, say) is the caller's to see.
-            IF NOT {{ s }}._is_broken(err_state, err_message) THEN
+            IF NOT {{ schema }}._is_broken(err_state, err_message) THEN
                 RAISE;
             END IF;
         END;
         EXIT WHEN attempt >= max_attempts
                OR EXTRACT(epoch FROM pg_catalog.clock_timestamp() - started) >= budget_s;
-        PERFORM {{ s }}._pause(attempt, max_attempts, started, budget_s);
+        PERFORM {{ schema }}._pause(attempt, max_attempts, started, budget_s);
     END LOOP;
     RETURN 'unknown';
 END;
 $fn$;
+COMMENT ON FUNCTION {{ schema }}._resolve(text, text, integer, numeric) IS
+'pgdblink_safe internal: committed, aborted, in progress or unknown for a remote transaction id';

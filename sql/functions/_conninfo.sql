@@ -1,13 +1,11 @@
--- pgdblink_safe migration 0006: schema dblink_safe
-
-CREATE OR REPLACE FUNCTION dblink_safe._conninfo(target text)
+CREATE OR REPLACE FUNCTION {{ schema }}._conninfo(target text)
 RETURNS text
 LANGUAGE plpgsql
 STABLE
-SET search_path = pg_catalog, pg_temp
+{{ function_settings }}
 AS $fn$
 DECLARE
-    defaults text := 'connect_timeout=10 keepalives=1 keepalives_idle=30 keepalives_interval=10 keepalives_count=3 tcp_user_timeout=60000';
+    defaults text := {{ conninfo_defaults }};
 BEGIN
     -- dblink reads a target naming a foreign server as that server; anything else is a
     -- connection string, which gets the safe defaults first so the caller's own values win
@@ -17,7 +15,7 @@ BEGIN
     END IF;
     IF pg_catalog.current_setting('server_version_num')::integer >= 160000 THEN
         -- connect_timeout is not applied here; tcp_user_timeout bounds the handshake.
-        defaults := 'connect_timeout=10 keepalives=1 keepalives_idle=30 keepalives_interval=10 keepalives_count=3 tcp_user_timeout=10000';
+        defaults := {{ conninfo_defaults_16 }};
     END IF;
     IF target ~* '^postgres(ql)?://' THEN
         RETURN CASE
@@ -30,6 +28,5 @@ BEGIN
     RETURN defaults || ' ' || target;
 END;
 $fn$;
-COMMENT ON FUNCTION dblink_safe._conninfo(text) IS
+COMMENT ON FUNCTION {{ schema }}._conninfo(text) IS
 'pgdblink_safe internal: the connection string dblink_connect gets for a target';
-REVOKE EXECUTE ON FUNCTION dblink_safe._conninfo(text) FROM PUBLIC;

@@ -1,10 +1,8 @@
--- pgdblink_safe migration 0009: schema dblink_safe, dblink in public
-
-CREATE OR REPLACE FUNCTION dblink_safe._is_alive(conn_name text)
+CREATE OR REPLACE FUNCTION {{ schema }}._is_alive(conn_name text)
 RETURNS boolean
 LANGUAGE plpgsql
 VOLATILE
-SET search_path = pg_catalog, pg_temp
+{{ function_settings }}
 AS $fn$
 DECLARE
     started timestamptz := pg_catalog.clock_timestamp();
@@ -14,12 +12,12 @@ DECLARE
 BEGIN
     -- A one-row query is the cheapest statement dblink accepts on every version that
     -- reaches the remote and leaves nothing behind.
-    IF public.dblink_send_query(conn_name, 'SELECT 1') <> 1 THEN
+    IF {{ dblink }}.dblink_send_query(conn_name, 'SELECT 1') <> 1 THEN
         RETURN false;
     END IF;
-    WHILE public.dblink_is_busy(conn_name) = 1 LOOP
+    WHILE {{ dblink }}.dblink_is_busy(conn_name) = 1 LOOP
         IF pg_catalog.clock_timestamp() - started
-           >= interval '10 seconds' THEN
+           >= pg_catalog.make_interval(secs => {{ connect_timeout_s }}) THEN
             -- Silent for as long as a connect may take: dead. The caller closes it.
             RETURN false;
         END IF;
@@ -27,26 +25,26 @@ BEGIN
         nap := LEAST(nap * 2, 0.01);
     END LOOP;
     BEGIN
-        PERFORM 1 FROM public.dblink_get_result(conn_name) AS probe(one integer);
+        PERFORM 1 FROM {{ dblink }}.dblink_get_result(conn_name) AS probe(one integer);
     EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE, err_message = MESSAGE_TEXT;
         -- Leave the connection ready for the next statement.
         BEGIN
-            PERFORM 1 FROM public.dblink_get_result(conn_name, false) AS r(ignored text);
+            PERFORM 1 FROM {{ dblink }}.dblink_get_result(conn_name, false) AS r(ignored text);
         EXCEPTION WHEN OTHERS THEN
             NULL;
         END;
         -- Any other error (a remote transaction in failed state, say) came from a live remote.
-        RETURN NOT dblink_safe._is_broken(err_state, err_message);
+        RETURN NOT {{ schema }}._is_broken(err_state, err_message);
     END;
     -- The empty result that ends an asynchronous query must be read before the next one.
-    PERFORM 1 FROM public.dblink_get_result(conn_name) AS probe(one integer);
+    PERFORM 1 FROM {{ dblink }}.dblink_get_result(conn_name) AS probe(one integer);
     RETURN true;
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE, err_message = MESSAGE_TEXT;
-    RETURN NOT dblink_safe._is_broken(err_state, err_message);
+    RETURN NOT {{ schema }}._is_broken(err_state, err_message);
 END;
 $fn$;
-COMMENT ON FUNCTION dblink_safe._is_alive(text) IS
+COMMENT ON FUNCTION {{ schema }}._is_alive(text) IS
 'pgdblink_safe internal: proves a listed dblink connection alive with one round trip, '
 'within connect_timeout';

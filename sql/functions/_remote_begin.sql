@@ -1,32 +1,18 @@
-{#
-  Migration 0008: remote_tx leaves no session state behind on the remote.
-
-  The backstop of a remote transaction (idle_in_transaction_session_timeout) was set with a
-  session-level SET before START TRANSACTION. Through a pooler in transaction mode the
-  setting stayed on the pooled server connection for its next clients, and the SET and the
-  transaction could even land on different server connections. It is now SET LOCAL inside
-  the transaction, in the same round trip that starts it.
-#}
-{% set s = schema|ident %}
-{% set d = dblink_schema|ident %}
-{% set hot = (guc_prefix ~ '.h_')|literal %}
--- pgdblink_safe migration 0008: schema {{ s }}, dblink in {{ d }}
-
-CREATE OR REPLACE FUNCTION {{ s }}._remote_begin(link text)
+CREATE OR REPLACE FUNCTION {{ schema }}._remote_begin(link text)
 RETURNS void
 LANGUAGE plpgsql
 VOLATILE
-SET search_path = pg_catalog, pg_temp
+{{ function_settings }}
 AS $fn$
 DECLARE
-    key text := {{ s }}._key(link);
-    state text := pg_catalog.current_setting({{ hot }} || key, true);
+    key text := {{ schema }}._key(link);
+    state text := pg_catalog.current_setting({{ guc_hot }} || key, true);
 BEGIN
     -- Isolation as postgres_fdw chooses it: serializable stays serializable, anything else
     -- becomes repeatable read so that one local statement sees one remote snapshot. The
     -- backstop (a remote transaction nobody ends is ended by the remote server after this
     -- long) is local to the transaction, so that a pooled server connection keeps nothing.
-    PERFORM {{ d }}.dblink_exec(link, pg_catalog.concat(
+    PERFORM {{ dblink }}.dblink_exec(link, pg_catalog.concat(
         'START TRANSACTION ISOLATION LEVEL ',
         CASE pg_catalog.current_setting('transaction_isolation')
             WHEN 'serializable' THEN 'SERIALIZABLE'
@@ -35,11 +21,13 @@ BEGIN
         CASE WHEN pg_catalog.current_setting('transaction_read_only') = 'on'
             THEN ' READ ONLY' ELSE '' END,
         '; SET LOCAL idle_in_transaction_session_timeout = ',
-        {{ remote_tx_idle_timeout_ms|literal }}));
-    PERFORM pg_catalog.set_config({{ hot }} || key,
+        {{ remote_tx_idle_timeout_ms }}));
+    PERFORM pg_catalog.set_config({{ guc_hot }} || key,
         pg_catalog.concat_ws(' ',
             pg_catalog.split_part(state, ' ', 1), pg_catalog.split_part(state, ' ', 2),
             pg_catalog.split_part(state, ' ', 3), pg_catalog.split_part(state, ' ', 4), '1'),
         false);
 END;
 $fn$;
+COMMENT ON FUNCTION {{ schema }}._remote_begin(text) IS
+'pgdblink_safe internal: opens the remote transaction of a remote_tx connection';

@@ -1,0 +1,93 @@
+CREATE OR REPLACE FUNCTION {{ schema }}._prepare(
+    conn_name text, window_s numeric, max_attempts integer, budget_s numeric
+)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+{{ function_settings }}
+AS $fn$
+DECLARE
+    key text;
+    target text;
+    state text;
+    now_s numeric := EXTRACT(epoch FROM pg_catalog.clock_timestamp());
+    in_tx boolean;
+    alive boolean;
+BEGIN
+    PERFORM {{ schema }}._check_name(conn_name);
+    IF window_s IS NULL OR window_s < 0 THEN
+        RAISE EXCEPTION 'validation_window must not be negative' USING ERRCODE = '22023';
+    END IF;
+    key := {{ schema }}._key(conn_name);
+    target := NULLIF(pg_catalog.current_setting({{ guc_target }} || key, true), '');
+    state := NULLIF(pg_catalog.current_setting({{ guc_hot }} || key, true), '');
+    in_tx := pg_catalog.split_part(state, ' ', 5) = '1';
+    -- dblink_exec would read an unknown name as a foreign server or connection string and
+    -- either fail with a parse error or run the statement somewhere else.
+    IF (conn_name = ANY ({{ dblink }}.dblink_get_connections())) IS NOT TRUE THEN
+        IF target IS NULL THEN
+            RAISE EXCEPTION 'dblink connection "%" does not exist', conn_name
+                USING ERRCODE = '08003',
+                      HINT = pg_catalog.format(
+                          'Open it first with SELECT %s.ensure_dblink_conn(%L, <foreign server or connection string>).',
+                          {{ schema_literal }}, conn_name);
+        END IF;
+        -- A remote transaction it had open was lost when it was closed: reported then (the
+        -- toolkit closes a broken one only while raising), or closed on purpose.
+        PERFORM {{ schema }}._reopen(conn_name, target, false, max_attempts, budget_s);
+        RETURN;
+    END IF;
+    IF {{ dblink }}.dblink_is_busy(conn_name) = 1 OR {{ dblink }}.dblink_is_busy(conn_name) = 1 THEN
+        -- A result nobody collected (a cancelled call, an abandoned dblink_send_query): the
+        -- connection is replaced rather than drained, which could wait without bound (below).
+        NULL;
+    ELSIF state IS NOT NULL AND NOT in_tx AND (
+           (pg_catalog.split_part(state, ' ', 3) <> '0'
+            AND now_s >= pg_catalog.split_part(state, ' ', 3)::numeric)
+        OR (pg_catalog.split_part(state, ' ', 4) <> '0'
+            AND now_s - pg_catalog.split_part(state, ' ', 1)::numeric
+                > pg_catalog.split_part(state, ' ', 4)::numeric)) THEN
+        -- Past its lifetime or idle beyond its limit: replaced without asking (below).
+        NULL;
+    ELSIF {{ dblink }}.dblink_error_message(conn_name) <> 'OK'
+          OR state IS NULL
+          OR now_s - pg_catalog.split_part(state, ' ', 1)::numeric > window_s THEN
+        alive := {{ schema }}._is_alive(conn_name);
+        PERFORM {{ schema }}._note(conn_name, pg_catalog.jsonb_build_object(
+            'validated', alive, 'validated_at', now_s));
+        IF alive THEN
+            PERFORM pg_catalog.set_config({{ guc_hot }} || key,
+                pg_catalog.concat_ws(' ', now_s,
+                    COALESCE(NULLIF(pg_catalog.split_part(state, ' ', 2), ''), '0'),
+                    COALESCE(NULLIF(pg_catalog.split_part(state, ' ', 3), ''), '0'),
+                    COALESCE(NULLIF(pg_catalog.split_part(state, ' ', 4), ''), '0'),
+                    CASE WHEN in_tx THEN 1 ELSE 0 END),
+                false);
+            RETURN;
+        END IF;
+    ELSE
+        RETURN;
+    END IF;
+    -- Dead, busy or due for recycling.
+    IF target IS NULL THEN
+        PERFORM {{ dblink }}.dblink_disconnect(conn_name);
+        RAISE EXCEPTION 'dblink connection "%" is broken and was closed; its target is unknown', conn_name
+            USING ERRCODE = '08003',
+                  DETAIL = 'It was not opened by ensure_dblink_conn in this session, or that '
+                           'call was rolled back, so it cannot be reopened.',
+                  HINT = pg_catalog.format(
+                      'Open it with SELECT %s.ensure_dblink_conn(%L, <target>) before use.',
+                      {{ schema_literal }}, conn_name);
+    END IF;
+    IF in_tx THEN
+        PERFORM {{ dblink }}.dblink_disconnect(conn_name);
+        RAISE EXCEPTION 'dblink connection "%" broke inside an open remote transaction', conn_name
+            USING ERRCODE = '08006',
+                  DETAIL = 'The remote transaction is lost; reconnecting silently would drop its work.',
+                  HINT = 'Roll back and start the unit of work again; the next call reconnects.';
+    END IF;
+    PERFORM {{ schema }}._reopen(conn_name, target, true, max_attempts, budget_s);
+END;
+$fn$;
+COMMENT ON FUNCTION {{ schema }}._prepare(text, numeric, integer, numeric) IS
+'pgdblink_safe internal: makes a connection usable (the slow path of every call) or raises';

@@ -1,0 +1,106 @@
+CREATE OR REPLACE FUNCTION {{ schema }}.safe_dblink_exec(
+    conn_name text,
+    sql text,
+    idempotent boolean DEFAULT FALSE,
+    timeout interval DEFAULT NULL,
+    resolve boolean DEFAULT FALSE,
+    validation_window interval DEFAULT NULL,
+    max_attempts integer DEFAULT NULL,
+    retry_budget interval DEFAULT NULL
+)
+RETURNS text
+LANGUAGE plpgsql
+VOLATILE
+{{ function_settings }}
+AS $fn$
+DECLARE
+    -- The setting's full name, computed inline: a call of _key would cost more than the rest
+    -- of the checks together.
+    key text := {{ guc_hot }} || pg_catalog.encode(pg_catalog.convert_to(conn_name, 'SQL_ASCII'), 'hex');
+    state text := pg_catalog.current_setting(key, true);
+    -- NULL until the statement is sent (no initializer: one expression fewer to evaluate).
+    sent boolean;
+    status text;
+    err_state text;
+    err_message text;
+    err_detail text;
+BEGIN
+    -- The hot path: a connection used within the validation window, not due for recycling,
+    -- called without options that need the full path. Every expression here is evaluated
+    -- as a plain expression (no query, no nested plpgsql call), in floating point.
+    IF state <> ''
+       AND sql IS NOT NULL AND idempotent IS NOT NULL AND timeout IS NULL
+       AND resolve IS FALSE AND validation_window IS NULL
+       AND max_attempts IS NULL AND retry_budget IS NULL
+       AND pg_catalog.left(conn_name, 3) <> 'tx:'
+       AND pg_catalog.date_part('epoch', pg_catalog.clock_timestamp())
+           - pg_catalog.split_part(state, ' ', 1)::double precision
+           <= {{ validation_window_s }}
+       AND (pg_catalog.split_part(state, ' ', 3) = '0'
+            OR pg_catalog.date_part('epoch', pg_catalog.clock_timestamp())
+               < pg_catalog.split_part(state, ' ', 3)::double precision)
+       AND (pg_catalog.split_part(state, ' ', 4) = '0'
+            OR pg_catalog.date_part('epoch', pg_catalog.clock_timestamp())
+               - pg_catalog.split_part(state, ' ', 1)::double precision
+               <= pg_catalog.split_part(state, ' ', 4)::double precision)
+    THEN
+        BEGIN
+            -- dblink_is_busy raises 08003 for a name dblink does not list, which takes the
+            -- full path below. Its two reads of pending input are how libpq learns that the
+            -- server closed the connection: the first takes the server's goodbye message,
+            -- the second meets the closed socket and sets the error message.
+            IF {{ dblink }}.dblink_is_busy(conn_name) = 0
+               AND {{ dblink }}.dblink_is_busy(conn_name) = 0
+               AND {{ dblink }}.dblink_error_message(conn_name) = 'OK' THEN
+                sent := true;
+                status := {{ dblink }}.dblink_exec(conn_name, sql);
+                -- Written inside the block to save a statement; an assignment, not PERFORM,
+                -- takes plpgsql's fast path for simple expressions.
+                state := pg_catalog.set_config(key,
+                    pg_catalog.concat_ws(' ',
+                        pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()),
+                        pg_catalog.split_part(state, ' ', 2)::bigint + 1,
+                        pg_catalog.split_part(state, ' ', 3),
+                        pg_catalog.split_part(state, ' ', 4),
+                        CASE
+                            WHEN status IN ('BEGIN', 'START TRANSACTION', 'SAVEPOINT') THEN '1'
+                            WHEN status IN ('COMMIT', 'ROLLBACK', 'PREPARE TRANSACTION') THEN '0'
+                            ELSE pg_catalog.split_part(state, ' ', 5)
+                        END),
+                    false);
+                RETURN status;
+            END IF;
+        EXCEPTION WHEN OTHERS THEN
+            -- Before sending nothing has happened: the full path starts over. After sending,
+            -- a remote error is the caller's; a lost connection goes to the full path, which
+            -- knows whether the statement may run again.
+            IF sent THEN
+                GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE,
+                                        err_message = MESSAGE_TEXT,
+                                        err_detail = PG_EXCEPTION_DETAIL;
+                IF NOT {{ schema }}._is_broken(err_state, err_message) THEN
+                    RAISE;
+                END IF;
+                RETURN {{ schema }}._exec(conn_name, sql, idempotent, timeout, resolve,
+                    validation_window, max_attempts, retry_budget,
+                    pg_catalog.jsonb_build_object(
+                        'state', err_state, 'message', err_message, 'detail', err_detail));
+            END IF;
+        END;
+    END IF;
+    RETURN {{ schema }}._exec(conn_name, sql, idempotent, timeout, resolve,
+        validation_window, max_attempts, retry_budget, NULL);
+END;
+$fn$;
+COMMENT ON FUNCTION {{ schema }}.safe_dblink_exec(
+    text,
+    text,
+    boolean,
+    interval,
+    boolean,
+    interval,
+    integer,
+    interval
+) IS
+'pgdblink_safe: dblink_exec on a connection proved usable first; retries only what cannot be '
+'applied twice, raises 08007 when the outcome is unknown';
