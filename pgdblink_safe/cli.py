@@ -4,7 +4,7 @@ import dataclasses
 import json
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,7 +24,7 @@ from pgdblink_safe.errors import (
     PgDblinkSafeError,
     ThrowawayServerError,
 )
-from pgdblink_safe.generator import latest_version, render_script
+from pgdblink_safe.generator import RenderedMigration, latest_version, render_script
 from pgdblink_safe.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -100,13 +100,28 @@ def _connect(dsn: str, also_secret: str = "") -> Iterator[psycopg.Connection[Any
         conn.close()
 
 
-def dry_run_options(func: F) -> F:
-    func = click.option(
+def dblink_schema_option(func: F) -> F:
+    return click.option(
         "--dblink-schema",
         default="public",
         show_default=True,
-        help="With --sql: the schema dblink lives in (otherwise it is looked up).",
+        help="Schema the dblink extension lives in, for SQL rendered without a server "
+        "(render, export, --sql); with a server it is looked up.",
     )(func)
+
+
+def lock_timeout_option(func: F) -> F:
+    return click.option(
+        "--lock-timeout",
+        type=float,
+        default=10.0,
+        show_default=True,
+        help="Seconds to wait for another installer to finish.",
+    )(func)
+
+
+def dry_run_options(func: F) -> F:
+    func = dblink_schema_option(func)
     func = click.option(
         "--sql", is_flag=True, help="Print the SQL that would run; connect to nothing."
     )(func)
@@ -117,7 +132,9 @@ def dry_run_options(func: F) -> F:
     )(func)
 
 
-def _settings_for(conn: psycopg.Connection[Any], schema: str, chosen: dict[str, Any]) -> Any:
+def _settings_for(
+    conn: psycopg.Connection[Any], schema: str, chosen: dict[str, int]
+) -> Settings | None:
     if not chosen:
         return None
     current = installer.status(conn, schema).settings or Settings(schema=schema)
@@ -125,17 +142,31 @@ def _settings_for(conn: psycopg.Connection[Any], schema: str, chosen: dict[str, 
 
 
 def _apply(
-    dsn: str, schema: str, chosen: dict[str, Any], **options: Any
-) -> tuple[list[Any], installer.Status]:
+    dsn: str,
+    schema: str,
+    chosen: dict[str, int],
+    *,
+    lock_timeout_s: float,
+    create_extension: bool = False,
+    grant: Sequence[str] = (),
+    to_version: int | None = None,
+) -> tuple[list[RenderedMigration], installer.Status]:
     """Install or upgrade with progress on stderr; what was applied and the status after."""
     with _connect(dsn) as conn:
         applied = installer.install(
-            conn, _settings_for(conn, schema, chosen), schema=schema, progress=_progress, **options
+            conn,
+            _settings_for(conn, schema, chosen),
+            schema=schema,
+            create_extension=create_extension,
+            grant=grant,
+            to_version=to_version,
+            lock_timeout_s=lock_timeout_s,
+            progress=_progress,
         )
         return applied, installer.status(conn, schema)
 
 
-def _print_sql(schema: str, dblink_schema: str, chosen: dict[str, Any], after_version: int) -> None:
+def _print_sql(schema: str, dblink_schema: str, chosen: dict[str, int], after_version: int) -> None:
     try:
         settings = Settings(schema=schema, dblink_schema=dblink_schema, **chosen)
     except ConfigurationError as exc:
@@ -146,7 +177,7 @@ def _print_sql(schema: str, dblink_schema: str, chosen: dict[str, Any], after_ve
 def _dry_run(
     dsn: str,
     schema: str,
-    chosen: dict[str, Any],
+    chosen: dict[str, int],
     create_extension: bool,
     to_version: int | None,
     lock_timeout: float,
@@ -187,12 +218,7 @@ def cli() -> None:
 
 @cli.command()
 @schema_option
-@click.option(
-    "--dblink-schema",
-    default="public",
-    show_default=True,
-    help="Schema the dblink extension lives in (install looks it up instead).",
-)
+@dblink_schema_option
 @tunable_options(show_default=True)
 @click.option(
     "--after-version",
@@ -228,13 +254,7 @@ def render(schema: str, dblink_schema: str, after_version: int, **tunables: int)
     is_flag=True,
     help="Run CREATE EXTENSION dblink first when it is missing.",
 )
-@click.option(
-    "--lock-timeout",
-    type=float,
-    default=10.0,
-    show_default=True,
-    help="Seconds to wait for another installer to finish.",
-)
+@lock_timeout_option
 @click.option(
     "--grant",
     "grants",
@@ -310,13 +330,7 @@ def install(
     default=None,
     help="With --sql: the version the database is at (required then).",
 )
-@click.option(
-    "--lock-timeout",
-    type=float,
-    default=10.0,
-    show_default=True,
-    help="Seconds to wait for another installer to finish.",
-)
+@lock_timeout_option
 @dry_run_options
 @tunable_options(show_default=False)
 def upgrade(
@@ -390,12 +404,7 @@ def upgrade(
     help="Directory to write into; files already there are never overwritten.",
 )
 @schema_option
-@click.option(
-    "--dblink-schema",
-    default="public",
-    show_default=True,
-    help="Schema the dblink extension lives in, in the databases the files will run on.",
-)
+@dblink_schema_option
 @tunable_options(show_default=True)
 def export_command(fmt: str, out: Path, schema: str, dblink_schema: str, **tunables: int) -> None:
     """Write the migrations as files your migration tool picks up unchanged.
