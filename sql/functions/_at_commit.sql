@@ -8,10 +8,20 @@ DECLARE
     link text := NEW.link;
 BEGIN
     -- Fires at local commit (a deferred constraint trigger), once per connection opened
-    -- with scope => 'transaction' in the transaction.
+    -- with scope => 'transaction' in the transaction. It fires at PREPARE TRANSACTION too,
+    -- which then fails (the transaction used this temporary table): committing the remote
+    -- transaction there would leave it committed under a rolled-back local one.
+    IF NEW.remote_tx AND pg_catalog.current_query() ~* '\mprepare\s+transaction\M' THEN
+        RAISE EXCEPTION 'PREPARE TRANSACTION cannot include the remote transaction of dblink connection "%"',
+                pg_catalog.substr(link, 4)
+            USING ERRCODE = '0A000',
+                  DETAIL = 'remote_tx => true commits the remote transaction when the local one '
+                           'commits, and a transaction that used a transaction-scoped connection '
+                           'cannot be prepared. Nothing was committed on the remote server.',
+                  HINT = 'COMMIT instead, or open the connection without remote_tx.';
+    END IF;
     IF (link = ANY ({{ dblink }}.dblink_get_connections())) IS TRUE THEN
-        IF NEW.remote_tx AND pg_catalog.split_part(
-               pg_catalog.current_setting({{ guc_hot }} || {{ schema }}._key(link), true), ' ', 5) = '1' THEN
+        IF NEW.remote_tx AND {{ schema }}._in_tx(link) THEN
             PERFORM {{ schema }}._remote_commit(link);
         END IF;
         IF (link = ANY ({{ dblink }}.dblink_get_connections())) IS TRUE THEN

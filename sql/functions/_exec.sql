@@ -29,6 +29,11 @@ DECLARE
     attempt integer := 1;
     status text;
     xid text;
+    fresh boolean;
+    began boolean := false;
+    committing boolean := false;
+    listed boolean;
+    lost boolean;
     outcome text;
     err_state text;
     err_message text;
@@ -53,17 +58,20 @@ BEGIN
         PERFORM {{ schema }}._sweep();
         conn_name := {{ schema }}._link(conn_name);
     END IF;
+    IF resolve AND {{ schema }}._ends_transaction(sql) THEN
+        RAISE EXCEPTION 'resolve => true cannot take a statement that ends its own transaction'
+            USING ERRCODE = '0A000',
+                  DETAIL = 'It holds COMMIT, END, ROLLBACK, ABORT or PREPARE TRANSACTION: after a lost '
+                           'connection, what it committed could not be told from the toolkit''s '
+                           'own transaction.',
+                  HINT = 'Leave the transaction to resolve => true, or pass idempotent => true for a '
+                         'statement that is safe to repeat.';
+    END IF;
     key := {{ schema }}._key(conn_name);
-    state := pg_catalog.current_setting({{ guc_hot }} || key, true);
     IF failure IS NULL THEN
         PERFORM {{ schema }}._prepare(conn_name, window_s, attempts, budget_s);
-        state := pg_catalog.current_setting({{ guc_hot }} || key, true);
-        IF resolve AND pg_catalog.split_part(state, ' ', 5) = '1' THEN
-            RAISE EXCEPTION 'resolve => true needs dblink connection "%" outside a remote transaction', conn_name
-                USING ERRCODE = '25001',
-                      HINT = 'The toolkit commits the statement itself; commit or roll back the open remote transaction first.';
-        END IF;
     END IF;
+    state := pg_catalog.current_setting({{ guc_hot }} || key, true);
     LOOP
         IF failure IS NOT NULL THEN
             -- The hot path's first attempt broke after sending: carry on from there.
@@ -74,11 +82,26 @@ BEGIN
         ELSE
             BEGIN
                 IF resolve THEN
-                    SELECT r.x INTO xid FROM {{ dblink }}.dblink(conn_name,
-                        'BEGIN; SELECT pg_catalog.pg_current_xact_id()::text') AS r(x text);
+                    -- The transaction id and the server instance that gave it, in the round
+                    -- trip that opens the transaction: after a crash or a failover the same id
+                    -- can be handed to another transaction. now() equals statement_timestamp()
+                    -- only when this BEGIN opened the transaction.
+                    began := true;
+                    SELECT r.x, r.fresh INTO xid, fresh FROM {{ dblink }}.dblink(conn_name,
+                        pg_catalog.format('BEGIN; SELECT pg_catalog.pg_current_xact_id()::text || ''@'' || %s, '
+                                          'pg_catalog.now() = pg_catalog.statement_timestamp()',
+                                          {{ schema }}._instance_sql())) AS r(x text, fresh boolean);
+                    IF NOT fresh THEN
+                        began := false;
+                        PERFORM {{ schema }}._mark_tx(conn_name, true);
+                        RAISE EXCEPTION 'resolve => true needs dblink connection "%" outside a remote transaction', conn_name
+                            USING ERRCODE = '25001',
+                                  HINT = 'The toolkit commits the statement itself; commit or roll back the open remote transaction first.';
+                    END IF;
                     status := {{ schema }}._status(conn_name, sql, timeout_s);
                     -- Only the COMMIT's outcome can be unknown: a failure before it leaves
-                    -- nothing committed, and pg_xact_status tells what became of the COMMIT.
+                    -- nothing committed, and the resolution tells what became of the COMMIT.
+                    committing := true;
                     PERFORM {{ schema }}._status(conn_name, 'COMMIT', timeout_s);
                 ELSIF timeout_s IS NULL THEN
                     status := {{ dblink }}.dblink_exec(conn_name, sql);
@@ -86,29 +109,53 @@ BEGIN
                     status := {{ schema }}._status(conn_name, sql, timeout_s);
                 END IF;
                 EXIT;
-            EXCEPTION WHEN OTHERS THEN
+            EXCEPTION WHEN OTHERS OR query_canceled THEN
                 GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE,
                                         err_message = MESSAGE_TEXT,
                                         err_detail = PG_EXCEPTION_DETAIL;
-                IF NOT {{ schema }}._is_broken(err_state, err_message) THEN
-                    IF resolve AND xid IS NOT NULL
-                       AND (conn_name = ANY ({{ dblink }}.dblink_get_connections())) IS TRUE THEN
-                        -- A remote error inside the toolkit's own transaction: end it.
+                -- A cancel or a timeout stops the call, except at COMMIT, which may commit
+                -- all the same: its outcome is resolved below.
+                IF err_state = '57014' AND NOT committing THEN
+                    RAISE;
+                END IF;
+                listed := (conn_name = ANY ({{ dblink }}.dblink_get_connections())) IS TRUE;
+                -- Lost: an error that can mean a broken connection, from a connection that no
+                -- longer answers (a remote RAISE of 08006 lost nothing), or a COMMIT cut off by
+                -- the call's own timeout (which closed the connection) or by a local cancel
+                -- (the COMMIT still running: the connection is closed here).
+                IF err_state = '57014' THEN
+                    IF listed AND {{ dblink }}.dblink_is_busy(conn_name) = 1 THEN
+                        PERFORM {{ dblink }}.dblink_disconnect(conn_name);
+                        listed := false;
+                    END IF;
+                    lost := NOT listed;
+                ELSIF {{ schema }}._is_broken(err_state, err_message) THEN
+                    lost := NOT (listed AND {{ dblink }}.dblink_error_message(conn_name) <> 'OK'
+                                 AND {{ schema }}._is_alive(conn_name));
+                ELSE
+                    lost := false;
+                END IF;
+                IF NOT lost THEN
+                    IF began AND listed THEN
+                        -- A remote error inside the toolkit's own transaction: end it, so that
+                        -- the connection stays usable.
                         PERFORM {{ dblink }}.dblink_exec(conn_name, 'ROLLBACK', false);
+                    ELSIF err_state = '2F003' AND status IS NULL THEN
+                        PERFORM {{ schema }}._rows_refused(conn_name, err_message);
                     END IF;
                     RAISE;
                 END IF;
             END;
         END IF;
         -- The connection broke after the statement was sent.
-        PERFORM {{ schema }}._forget_broken(conn_name, pg_catalog.split_part(state, ' ', 5) = '1',
-            err_state, err_message, err_detail);
+        PERFORM {{ schema }}._forget_broken(conn_name, err_state, err_message, err_detail);
         IF resolve AND status IS NOT NULL THEN
             outcome := {{ schema }}._resolve(conn_name, xid, attempts, budget_s);
             EXIT WHEN outcome = 'committed';
             IF outcome <> 'aborted' THEN
                 PERFORM {{ schema }}._lost(conn_name, err_state, err_message, err_detail,
-                    pg_catalog.format(' (remote transaction %s is %s)', xid, outcome));
+                    pg_catalog.format(' (remote transaction %s is %s)',
+                        pg_catalog.split_part(xid, '@', 1), outcome));
             END IF;
         END IF;
         -- Repeatable: idempotent, or (resolving) known not to have committed.
@@ -117,6 +164,8 @@ BEGIN
         attempt := attempt + 1;
         xid := NULL;
         status := NULL;
+        began := false;
+        committing := false;
         state := pg_catalog.current_setting({{ guc_hot }} || key, true);
     END LOOP;
     IF outcome IS NOT NULL THEN
@@ -127,13 +176,16 @@ BEGIN
             EXTRACT(epoch FROM pg_catalog.clock_timestamp()),
             pg_catalog.split_part(state, ' ', 2)::bigint + 1,
             pg_catalog.split_part(state, ' ', 3),
-            pg_catalog.split_part(state, ' ', 4),
-            CASE
-                WHEN status IN ('BEGIN', 'START TRANSACTION', 'SAVEPOINT') THEN '1'
-                WHEN status IN ('COMMIT', 'ROLLBACK', 'PREPARE TRANSACTION') THEN '0'
-                ELSE pg_catalog.split_part(state, ' ', 5)
-            END),
+            pg_catalog.split_part(state, ' ', 4)),
         false);
+    -- With resolve the transaction was the toolkit's own, and it has ended.
+    IF NOT resolve THEN
+        IF status IN ('BEGIN', 'START TRANSACTION', 'COMMIT', 'ROLLBACK', 'PREPARE TRANSACTION') THEN
+            PERFORM {{ schema }}._note_tag(conn_name, sql, status);
+        ELSIF pg_catalog.strpos(sql, ';') > 0 THEN
+            PERFORM {{ schema }}._note_statements(conn_name, sql);
+        END IF;
+    END IF;
     RETURN status;
 END;
 $fn$;

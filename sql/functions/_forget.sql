@@ -11,6 +11,7 @@ BEGIN
     PERFORM pg_catalog.set_config({{ guc_hot }} || key, '', false);
     PERFORM pg_catalog.set_config({{ guc_meta }} || key, '', false);
     PERFORM {{ schema }}._track(link, false);
+    PERFORM {{ schema }}._mark_tx(link, false);
 END;
 $fn$;
 COMMENT ON FUNCTION {{ schema }}._forget(text) IS

@@ -33,6 +33,17 @@ BEGIN
             -- Without a hook the connection is closed by the next toolkit call instead.
             RETURN false;
         END;
+    ELSIF NOT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_trigger AS t
+        WHERE t.tgrelid = pg_catalog.to_regclass({{ tx_table_literal }})
+          AND t.tgfoid = ({{ schema_literal }} || '._at_commit()')::pg_catalog.regprocedure) THEN
+        -- The table outlived the toolkit that made it (DROP SCHEMA ... CASCADE took the
+        -- trigger with the function, and the toolkit was installed again): without the
+        -- trigger nothing would commit remote_tx work at commit.
+        CREATE CONSTRAINT TRIGGER pgdblink_safe_at_commit
+        AFTER INSERT ON {{ tx_table }}
+        DEFERRABLE INITIALLY DEFERRED
+        FOR EACH ROW EXECUTE FUNCTION {{ schema }}._at_commit();
     END IF;
     INSERT INTO {{ tx_table }} (link, remote_tx) VALUES (link, remote_tx);
     RETURN true;

@@ -48,9 +48,10 @@ BEGIN
             COALESCE(NULLIF(pg_catalog.split_part(
                 pg_catalog.current_setting({{ guc_hot }} || key, true), ' ', 2), ''), '0'),
             CASE WHEN recycle_at > 0 THEN pg_catalog.round(recycle_at, 6)::text ELSE '0' END,
-            CASE WHEN (info ->> 'max_idle_s')::numeric > 0 THEN info ->> 'max_idle_s' ELSE '0' END,
-            0),
+            CASE WHEN (info ->> 'max_idle_s')::numeric > 0 THEN info ->> 'max_idle_s' ELSE '0' END),
         false);
+    -- A new connection has no remote transaction open.
+    PERFORM {{ schema }}._mark_tx(conn_name, false);
     PERFORM {{ schema }}._note(conn_name, pg_catalog.jsonb_build_object(
         'opened_at', now_s,
         'reconnects', COALESCE((info ->> 'reconnects')::integer, -1) + 1,

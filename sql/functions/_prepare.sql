@@ -11,7 +11,6 @@ DECLARE
     target text;
     state text;
     now_s numeric := EXTRACT(epoch FROM pg_catalog.clock_timestamp());
-    in_tx boolean;
     alive boolean;
 BEGIN
     PERFORM {{ schema }}._check_name(conn_name);
@@ -21,7 +20,6 @@ BEGIN
     key := {{ schema }}._key(conn_name);
     target := NULLIF(pg_catalog.current_setting({{ guc_target }} || key, true), '');
     state := NULLIF(pg_catalog.current_setting({{ guc_hot }} || key, true), '');
-    in_tx := pg_catalog.split_part(state, ' ', 5) = '1';
     -- dblink_exec would read an unknown name as a foreign server or connection string and
     -- either fail with a parse error or run the statement somewhere else.
     IF (conn_name = ANY ({{ dblink }}.dblink_get_connections())) IS NOT TRUE THEN
@@ -41,14 +39,17 @@ BEGIN
         -- A result nobody collected (a cancelled call, an abandoned dblink_send_query): the
         -- connection is replaced rather than drained, which could wait without bound (below).
         NULL;
-    ELSIF state IS NOT NULL AND NOT in_tx AND (
+    ELSIF state IS NOT NULL AND (
            (pg_catalog.split_part(state, ' ', 3) <> '0'
             AND now_s >= pg_catalog.split_part(state, ' ', 3)::numeric)
         OR (pg_catalog.split_part(state, ' ', 4) <> '0'
             AND now_s - pg_catalog.split_part(state, ' ', 1)::numeric
                 > pg_catalog.split_part(state, ' ', 4)::numeric)) THEN
-        -- Past its lifetime or idle beyond its limit: replaced without asking (below).
-        NULL;
+        -- Past its lifetime or idle beyond its limit: replaced without asking (below), unless
+        -- a remote transaction is open on it.
+        IF {{ schema }}._in_tx(conn_name) THEN
+            RETURN;
+        END IF;
     ELSIF {{ dblink }}.dblink_error_message(conn_name) <> 'OK'
           OR state IS NULL
           OR now_s - pg_catalog.split_part(state, ' ', 1)::numeric > window_s THEN
@@ -60,8 +61,7 @@ BEGIN
                 pg_catalog.concat_ws(' ', now_s,
                     COALESCE(NULLIF(pg_catalog.split_part(state, ' ', 2), ''), '0'),
                     COALESCE(NULLIF(pg_catalog.split_part(state, ' ', 3), ''), '0'),
-                    COALESCE(NULLIF(pg_catalog.split_part(state, ' ', 4), ''), '0'),
-                    CASE WHEN in_tx THEN 1 ELSE 0 END),
+                    COALESCE(NULLIF(pg_catalog.split_part(state, ' ', 4), ''), '0')),
                 false);
             RETURN;
         END IF;
@@ -71,6 +71,7 @@ BEGIN
     -- Dead, busy or due for recycling.
     IF target IS NULL THEN
         PERFORM {{ dblink }}.dblink_disconnect(conn_name);
+        PERFORM {{ schema }}._mark_tx(conn_name, false);
         RAISE EXCEPTION 'dblink connection "%" is broken and was closed; its target is unknown', conn_name
             USING ERRCODE = '08003',
                   DETAIL = 'It was not opened by ensure_dblink_conn in this session, or that '
@@ -79,8 +80,9 @@ BEGIN
                       'Open it with SELECT %s.ensure_dblink_conn(%L, <target>) before use.',
                       {{ schema_literal }}, conn_name);
     END IF;
-    IF in_tx THEN
+    IF {{ schema }}._in_tx(conn_name) THEN
         PERFORM {{ dblink }}.dblink_disconnect(conn_name);
+        PERFORM {{ schema }}._mark_tx(conn_name, false);
         RAISE EXCEPTION 'dblink connection "%" broke inside an open remote transaction', conn_name
             USING ERRCODE = '08006',
                   DETAIL = 'The remote transaction is lost; reconnecting silently would drop its work.',

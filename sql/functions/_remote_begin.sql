@@ -4,9 +4,6 @@ LANGUAGE plpgsql
 VOLATILE
 {{ function_settings }}
 AS $fn$
-DECLARE
-    key text := {{ schema }}._key(link);
-    state text := pg_catalog.current_setting({{ guc_hot }} || key, true);
 BEGIN
     -- Isolation as postgres_fdw chooses it: serializable stays serializable, anything else
     -- becomes repeatable read so that one local statement sees one remote snapshot. The
@@ -22,11 +19,7 @@ BEGIN
             THEN ' READ ONLY' ELSE '' END,
         '; SET LOCAL idle_in_transaction_session_timeout = ',
         {{ remote_tx_idle_timeout_ms }}));
-    PERFORM pg_catalog.set_config({{ guc_hot }} || key,
-        pg_catalog.concat_ws(' ',
-            pg_catalog.split_part(state, ' ', 1), pg_catalog.split_part(state, ' ', 2),
-            pg_catalog.split_part(state, ' ', 3), pg_catalog.split_part(state, ' ', 4), '1'),
-        false);
+    PERFORM {{ schema }}._mark_tx(link, true);
 END;
 $fn$;
 COMMENT ON FUNCTION {{ schema }}._remote_begin(text) IS

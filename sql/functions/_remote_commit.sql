@@ -9,38 +9,64 @@ DECLARE
     target text := pg_catalog.current_setting({{ guc_target }} || {{ schema }}._key(link), true);
     xid text;
     asked boolean := false;
+    listed boolean;
+    lost boolean;
     status text;
     outcome text;
     err_state text;
     err_message text;
     err_detail text;
 BEGIN
-    -- The remote transaction id, to resolve a COMMIT whose reply is lost; NULL when the
-    -- remote work wrote nothing, and then there is nothing to lose.
+    -- The remote transaction id with the server instance that gave it, to resolve a
+    -- COMMIT whose reply is lost; NULL when the remote work wrote nothing, and then there is
+    -- nothing to lose.
     BEGIN
-        SELECT r.x INTO xid FROM {{ dblink }}.dblink(link,
-            'SELECT pg_catalog.pg_current_xact_id_if_assigned()::text') AS r(x text);
+        SELECT r.x INTO xid FROM {{ dblink }}.dblink(link, pg_catalog.format(
+            'SELECT pg_catalog.pg_current_xact_id_if_assigned()::text || ''@'' || %s',
+            {{ schema }}._instance_sql())) AS r(x text);
         asked := true;
         status := {{ schema }}._status(link, 'COMMIT', {{ remote_commit_timeout_s }});
-    EXCEPTION WHEN OTHERS THEN
+    EXCEPTION WHEN OTHERS OR query_canceled THEN
         GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE,
                                 err_message = MESSAGE_TEXT,
                                 err_detail = PG_EXCEPTION_DETAIL;
     END;
     IF err_state IS NULL AND status = 'COMMIT' THEN
+        PERFORM {{ schema }}._mark_tx(link, false);
         RETURN;
     END IF;
-    IF (link = ANY ({{ dblink }}.dblink_get_connections())) IS TRUE THEN
+    listed := (link = ANY ({{ dblink }}.dblink_get_connections())) IS TRUE;
+    -- Lost: an error that can mean a broken connection from a connection that no longer
+    -- answers (a remote deferred trigger may raise 08006 itself), or the COMMIT cut off by
+    -- remote_commit_timeout, which closed the connection.
+    IF err_state IS NULL THEN
+        lost := false;
+    ELSIF {{ schema }}._is_broken(err_state, err_message) THEN
+        lost := NOT (listed AND {{ dblink }}.dblink_error_message(link) <> 'OK'
+                     AND {{ schema }}._is_alive(link));
+    ELSIF err_state = '57014' THEN
+        -- remote_commit_timeout closed the connection, or a local cancel stopped the wait
+        -- with the COMMIT still running: either way it may commit.
+        IF listed AND {{ dblink }}.dblink_is_busy(link) = 1 THEN
+            PERFORM {{ dblink }}.dblink_disconnect(link);
+            listed := false;
+        END IF;
+        lost := NOT listed;
+    ELSE
+        lost := false;
+    END IF;
+    IF listed THEN
         PERFORM {{ dblink }}.dblink_disconnect(link);
     END IF;
-    IF err_state IS NULL THEN
+    PERFORM {{ schema }}._mark_tx(link, false);
+    IF err_state IS NULL OR (err_state = '25P02' AND NOT asked) THEN
         -- COMMIT of a transaction that had failed answers ROLLBACK.
         RAISE EXCEPTION 'the remote transaction of dblink connection "%" had failed and was rolled back', conn_name
             USING ERRCODE = '40000',
                   DETAIL = 'A statement in it failed earlier; the local transaction is rolled back too.',
                   HINT = 'Find the failed remote statement, then run the unit of work again.';
     END IF;
-    IF NOT ({{ schema }}._is_broken(err_state, err_message) OR err_state = '57014') THEN
+    IF NOT lost THEN
         -- The remote refused to commit (a serialization failure, a deferred constraint):
         -- the local transaction must not commit either.
         RAISE EXCEPTION 'the remote transaction of dblink connection "%" did not commit: %', conn_name,
@@ -63,7 +89,7 @@ BEGIN
         USING ERRCODE = CASE WHEN outcome IS NULL OR outcome = 'aborted' THEN '08006' ELSE '08007' END,
               DETAIL = pg_catalog.format(
                   'Remote transaction %s is %s; the local transaction is rolled back. Original error (SQLSTATE %s): %s',
-                  COALESCE(xid, '(no id)'),
+                  COALESCE(pg_catalog.split_part(xid, '@', 1), '(no id)'),
                   COALESCE(outcome, 'lost before its COMMIT was sent'),
                   err_state,
                   {{ schema }}._scrub(pg_catalog.concat_ws(': ', err_message, NULLIF(err_detail, '')), target)),

@@ -51,7 +51,7 @@ BEGIN
         last_used_at := pg_catalog.to_timestamp(NULLIF(pg_catalog.split_part(state, ' ', 1), '')::double precision);
         uses := NULLIF(pg_catalog.split_part(state, ' ', 2), '')::bigint;
         reconnects := (info ->> 'reconnects')::integer;
-        remote_transaction := pg_catalog.split_part(state, ' ', 5) = '1';
+        remote_transaction := {{ schema }}._in_tx(link);
         last_error_sqlstate := info ->> 'last_error';
         last_error_at := pg_catalog.to_timestamp((info ->> 'last_error_at')::double precision);
         last_validation_ok := (info ->> 'validated')::boolean;

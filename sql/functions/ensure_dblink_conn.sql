@@ -108,7 +108,7 @@ BEGIN
         PERFORM {{ schema }}._prepare(link, window_s, attempts, budget_s);
         outcome := CASE WHEN ({{ schema }}._meta(link) ->> 'opened_at') IS DISTINCT FROM opened
             THEN 'reconnected' ELSE 'reused' END;
-    ELSIF pg_catalog.split_part(pg_catalog.current_setting({{ guc_hot }} || key, true), ' ', 5) = '1' THEN
+    ELSIF {{ schema }}._in_tx(link) THEN
         RAISE EXCEPTION 'dblink connection "%" has an open remote transaction; it cannot move to another target', conn_name
             USING ERRCODE = '25001',
                   HINT = 'Commit or roll back first, or use another name.';

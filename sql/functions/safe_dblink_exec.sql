@@ -61,13 +61,13 @@ BEGIN
                         pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()),
                         pg_catalog.split_part(state, ' ', 2)::bigint + 1,
                         pg_catalog.split_part(state, ' ', 3),
-                        pg_catalog.split_part(state, ' ', 4),
-                        CASE
-                            WHEN status IN ('BEGIN', 'START TRANSACTION', 'SAVEPOINT') THEN '1'
-                            WHEN status IN ('COMMIT', 'ROLLBACK', 'PREPARE TRANSACTION') THEN '0'
-                            ELSE pg_catalog.split_part(state, ' ', 5)
-                        END),
+                        pg_catalog.split_part(state, ' ', 4)),
                     false);
+                IF status IN ('BEGIN', 'START TRANSACTION', 'COMMIT', 'ROLLBACK', 'PREPARE TRANSACTION') THEN
+                    PERFORM {{ schema }}._note_tag(conn_name, sql, status);
+                ELSIF pg_catalog.strpos(sql, ';') > 0 THEN
+                    PERFORM {{ schema }}._note_statements(conn_name, sql);
+                END IF;
                 RETURN status;
             END IF;
         EXCEPTION WHEN OTHERS THEN
@@ -78,7 +78,16 @@ BEGIN
                 GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE,
                                         err_message = MESSAGE_TEXT,
                                         err_detail = PG_EXCEPTION_DETAIL;
-                IF NOT {{ schema }}._is_broken(err_state, err_message) THEN
+                -- An error is the remote's own, whatever its SQLSTATE, while the connection
+                -- still answers: a remote RAISE of 08006 lost nothing. (dblink also reports
+                -- an empty result as 08006, with the connection's own message still 'OK':
+                -- the full path says what that was.)
+                IF NOT {{ schema }}._is_broken(err_state, err_message)
+                   OR ({{ dblink }}.dblink_error_message(conn_name) <> 'OK'
+                       AND {{ schema }}._is_alive(conn_name)) THEN
+                    IF err_state = '2F003' THEN
+                        PERFORM {{ schema }}._rows_refused(conn_name, err_message);
+                    END IF;
                     RAISE;
                 END IF;
                 RETURN {{ schema }}._exec(conn_name, sql, idempotent, timeout, resolve,

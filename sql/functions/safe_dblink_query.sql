@@ -77,12 +77,15 @@ BEGIN
             GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE,
                                     err_message = MESSAGE_TEXT,
                                     err_detail = PG_EXCEPTION_DETAIL;
-            IF NOT {{ schema }}._is_broken(err_state, err_message) THEN
+            -- The remote's own error, whatever its SQLSTATE, while the connection answers.
+            IF NOT {{ schema }}._is_broken(err_state, err_message)
+               OR ((conn_name = ANY ({{ dblink }}.dblink_get_connections())) IS TRUE
+                   AND {{ dblink }}.dblink_error_message(conn_name) <> 'OK'
+                   AND {{ schema }}._is_alive(conn_name)) THEN
                 RAISE;
             END IF;
         END;
-        PERFORM {{ schema }}._forget_broken(conn_name, pg_catalog.split_part(state, ' ', 5) = '1',
-            err_state, err_message, err_detail);
+        PERFORM {{ schema }}._forget_broken(conn_name, err_state, err_message, err_detail);
         PERFORM {{ schema }}._next_attempt(conn_name, err_state, err_message, err_detail,
             idempotent, attempt, attempts, started, budget_s, window_s);
         attempt := attempt + 1;
@@ -93,8 +96,7 @@ BEGIN
             EXTRACT(epoch FROM pg_catalog.clock_timestamp()),
             pg_catalog.split_part(state, ' ', 2)::bigint + 1,
             pg_catalog.split_part(state, ' ', 3),
-            pg_catalog.split_part(state, ' ', 4),
-            pg_catalog.split_part(state, ' ', 5)),
+            pg_catalog.split_part(state, ' ', 4)),
         false);
 END;
 $fn$;

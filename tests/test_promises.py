@@ -1,0 +1,364 @@
+"""Never a lost write reported as success: local rollbacks, remote errors that look like lost
+connections, failed first steps, timeouts at COMMIT, statements that end the transaction."""
+
+import time
+
+import psycopg
+import pytest
+from calls import (
+    Conn,
+    ensure,
+    error_of,
+    exec_,
+    insert,
+    listing,
+    raw_remote_pid,
+    rows,
+    scalar,
+)
+from faults import backend_when, finish, in_background
+from proxy import TcpProxy
+from psycopg import sql
+from report import record
+from servers import LocalCluster, Server, wait_for
+
+import pgdblink_safe
+
+
+def remote_sessions(remote: Server, remote_db: str) -> list[tuple[int, str]]:
+    query = sql.SQL(
+        "SELECT pid, state FROM pg_stat_activity WHERE datname = {} AND pid <> pg_backend_pid()"
+    ).format(sql.Literal(remote_db))
+    return [(int(pid), str(state)) for pid, state in remote.execute(query)]
+
+
+# --- a remote transaction stays known through a local ROLLBACK --------------------------
+
+
+def test_remote_transaction_survives_a_local_rollback_and_is_never_silently_healed(
+    installed: Conn, target: str, remote: Server, remote_db: str
+) -> None:
+    ensure(installed, target)
+    with pytest.raises(psycopg.errors.DivisionByZero), installed.transaction():
+        assert exec_(installed, "BEGIN") == "BEGIN"
+        installed.execute("SELECT 1 / 0")
+    # The local rollback undid the session settings, not the remote transaction.
+    assert listing(installed)["remote_transaction"] is True
+    assert exec_(installed, "INSERT INTO items (note) VALUES ('in forgotten tx')") == "INSERT 0 1"
+    pid = raw_remote_pid(installed)
+    remote.terminate_backends(remote_db)
+    remote.wait_backends_gone([pid], remote_db)
+    error = error_of(exec_, installed, "INSERT INTO items (note) VALUES ('after kill')")
+    assert error.sqlstate == "08006"
+    assert "inside an open remote transaction" in (error.diag.message_primary or "")
+    assert rows(remote, remote_db, "in forgotten tx") == 0
+    assert rows(remote, remote_db, "after kill") == 0
+    # Reported once: the next unit of work runs on a new connection.
+    assert insert(installed, "next") == "INSERT 0 1"
+    assert rows(remote, remote_db, "next") == 1
+
+
+def test_a_commit_in_a_rolled_back_local_transaction_ends_the_remote_one(
+    installed: Conn, target: str, remote: Server, remote_db: str
+) -> None:
+    ensure(installed, target)
+    assert exec_(installed, "BEGIN") == "BEGIN"
+    assert insert(installed, "committed remotely") == "INSERT 0 1"
+    with pytest.raises(psycopg.errors.DivisionByZero), installed.transaction():
+        assert exec_(installed, "COMMIT") == "COMMIT"
+        installed.execute("SELECT 1 / 0")
+    assert listing(installed)["remote_transaction"] is False
+    assert rows(remote, remote_db, "committed remotely") == 1
+    # No transaction open: a terminated backend is replaced without a word.
+    remote.terminate_backends(remote_db)
+    assert insert(installed, "healed") == "INSERT 0 1"
+    assert rows(remote, remote_db, "healed") == 1
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "BEGIN; INSERT INTO items (note) VALUES ('multi')",
+        "START TRANSACTION READ WRITE; INSERT INTO items (note) VALUES ('multi')",
+    ],
+)
+def test_a_transaction_opened_inside_a_string_of_statements_is_followed(
+    installed: Conn, target: str, remote: Server, remote_db: str, statement: str
+) -> None:
+    ensure(installed, target)
+    assert exec_(installed, statement) == "INSERT 0 1"
+    assert listing(installed)["remote_transaction"] is True
+    pid = raw_remote_pid(installed)
+    remote.terminate_backends(remote_db)
+    remote.wait_backends_gone([pid], remote_db)
+    assert error_of(exec_, installed, "SELECT 1").sqlstate == "08006"
+    assert rows(remote, remote_db, "multi") == 0
+
+
+def test_rollback_to_savepoint_keeps_the_remote_transaction(
+    installed: Conn, target: str, remote: Server, remote_db: str
+) -> None:
+    ensure(installed, target)
+    assert exec_(installed, "BEGIN") == "BEGIN"
+    assert exec_(installed, "SAVEPOINT s") == "SAVEPOINT"
+    assert exec_(installed, "ROLLBACK TO SAVEPOINT s") == "ROLLBACK"
+    assert listing(installed)["remote_transaction"] is True
+    assert exec_(installed, "COMMIT AND CHAIN") == "COMMIT"
+    assert listing(installed)["remote_transaction"] is True
+    assert exec_(installed, "ROLLBACK") == "ROLLBACK"
+    assert listing(installed)["remote_transaction"] is False
+
+
+# --- remote errors of class 08 or 57P0x are the remote's own ---------------------------
+
+
+@pytest.mark.parametrize("code", ["08006", "08001", "57P01"])
+def test_a_remote_error_with_a_connection_sqlstate_is_reported_as_it_is(
+    installed: Conn, target: str, remote: Server, remote_db: str, code: str
+) -> None:
+    ensure(installed, target)
+    pid = raw_remote_pid(installed)
+    statement = (
+        "DO $$BEGIN INSERT INTO items (note) VALUES ('raised'); "
+        f"RAISE EXCEPTION 'remote says no' USING ERRCODE = '{code}', "
+        "DETAIL = 'the detail', HINT = 'the hint'; END$$"
+    )
+    started = time.monotonic()
+    for options in ({}, {"idempotent": True}, {"resolve": True}, {"timeout": "5 s"}):
+        error = error_of(exec_, installed, statement, **options)
+        assert error.sqlstate == code, options
+        assert error.diag.message_primary == "remote says no", options
+        assert error.diag.message_detail == "the detail"
+        assert error.diag.message_hint == "the hint"
+    # Never re-run, never a healthy connection dropped.
+    assert time.monotonic() - started < 3
+    assert raw_remote_pid(installed) == pid
+    assert rows(remote, remote_db, "raised") == 0
+    assert insert(installed, "still usable") == "INSERT 0 1"
+
+
+# --- a failed first step of resolve leaves the connection usable ------------------------
+
+
+def test_a_failed_first_step_of_resolve_does_not_poison_the_connection(
+    installed: Conn, remote: Server, remote_db: str
+) -> None:
+    """The role may not ask for its transaction id (42501): the call fails, nothing sticks."""
+    remote.execute("DROP ROLE IF EXISTS resolver_less")
+    remote.execute("CREATE ROLE resolver_less LOGIN")
+    remote.execute("REVOKE EXECUTE ON FUNCTION pg_current_xact_id() FROM PUBLIC", remote_db)
+    remote.execute("GRANT INSERT, SELECT ON items TO resolver_less", remote_db)
+    try:
+        limited = remote.conninfo(remote_db, user="resolver_less")
+        ensure(installed, limited)
+        error = error_of(exec_, installed, "INSERT INTO items (note) VALUES ('x')", resolve=True)
+        assert error.sqlstate == "42501"
+        # The remote transaction the first step opened was rolled back: the connection works.
+        assert insert(installed, "plain") == "INSERT 0 1"
+        assert ensure(installed, limited) == "reused"
+        assert [state for _, state in remote_sessions(remote, remote_db)] == ["idle"]
+        assert rows(remote, remote_db, "x") == 0
+        assert rows(remote, remote_db, "plain") == 1
+    finally:
+        installed.execute("SELECT dblink_safe.safe_dblink_disconnect_all()")
+        remote.execute("GRANT EXECUTE ON FUNCTION pg_current_xact_id() TO PUBLIC", remote_db)
+        remote.execute("DROP OWNED BY resolver_less", remote_db)
+        remote.execute("DROP ROLE resolver_less")
+
+
+# --- resolve with a timeout at COMMIT ----------------------------------------------------
+
+
+@pytest.fixture
+def slow_commit(remote: Server, remote_db: str) -> str:
+    """``items`` rows noted 'slow' make their COMMIT wait 2 s (a deferred constraint trigger)."""
+    remote.execute(
+        """
+        CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.note LIKE 'slow%' THEN PERFORM pg_sleep(2); END IF;
+            RETURN NULL;
+        END$$;
+        CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON items
+            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();
+        """,
+        remote_db,
+    )
+    return remote.conninfo(remote_db)
+
+
+def test_resolve_with_a_timeout_shorter_than_the_commit_reports_the_commit(
+    installed: Conn, slow_commit: str, remote: Server, remote_db: str
+) -> None:
+    ensure(installed, slow_commit)
+    started = time.monotonic()
+    result = exec_(
+        installed, "INSERT INTO items (note) VALUES ('slow 1')", resolve=True, timeout="1 s"
+    )
+    elapsed = time.monotonic() - started
+    # The COMMIT outlived the timeout and committed: resolved as committed, never 57014.
+    assert result == "INSERT 0 1"
+    assert rows(remote, remote_db, "slow 1") == 1
+    assert elapsed < 1 + 5 + 1  # timeout, then resolve_wait (5 s) at most
+
+
+def test_a_statement_timeout_before_commit_with_resolve_is_57014_and_nothing_committed(
+    installed: Conn, target: str, remote: Server, remote_db: str
+) -> None:
+    ensure(installed, target)
+    statement = "INSERT INTO items (note) SELECT 'late' FROM pg_sleep(2)"
+    error = error_of(exec_, installed, statement, resolve=True, timeout="500 ms")
+    assert error.sqlstate == "57014"
+    wait_for(lambda: not remote_sessions(remote, remote_db), 10, "the remote backend to end")
+    assert rows(remote, remote_db, "late") == 0
+
+
+# --- statements that end the toolkit's own transaction ----------------------------------
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "INSERT INTO items (note) VALUES ('a'); COMMIT; INSERT INTO items (note) VALUES ('b')",
+        "insert into items (note) values ('a');\nend",
+        "ROLLBACK; INSERT INTO items (note) VALUES ('b')",
+        "INSERT INTO items (note) VALUES ('a'); PREPARE TRANSACTION 'p'",
+    ],
+)
+def test_resolve_refuses_a_statement_that_ends_its_transaction(
+    installed: Conn, target: str, remote: Server, remote_db: str, statement: str
+) -> None:
+    ensure(installed, target)
+    error = error_of(exec_, installed, statement, resolve=True)
+    assert error.sqlstate == "0A000"
+    assert "ends its own transaction" in (error.diag.message_primary or "")
+    assert rows(remote, remote_db, "a") == 0 and rows(remote, remote_db, "b") == 0
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE items SET note = CASE WHEN note = 'x' THEN 'y' ELSE note END",
+        "INSERT INTO items (note) VALUES ('commit; rollback')",
+        "INSERT INTO items (note) VALUES ($q$; END$q$) -- ; COMMIT",
+        "SAVEPOINT s; INSERT INTO items (note) VALUES ('s'); ROLLBACK TO SAVEPOINT s",
+    ],
+)
+def test_resolve_takes_statements_that_only_mention_those_words(
+    installed: Conn, target: str, statement: str
+) -> None:
+    ensure(installed, target)
+    exec_(installed, statement, resolve=True)
+
+
+# --- remote_tx and a local PREPARE TRANSACTION -------------------------------------------
+
+
+def test_remote_tx_refuses_a_local_prepare_before_committing_anything(
+    local: Server, local_db: str, installed: Conn, target: str, remote: Server, remote_db: str
+) -> None:
+    with (
+        local.settings(max_prepared_transactions="2"),
+        local.connect(local_db, autocommit=False) as session,
+    ):
+        ensure(session, target, scope="transaction", remote_tx=True)
+        insert(session, "prepared")
+        with pytest.raises(psycopg.Error) as info:
+            session.execute("PREPARE TRANSACTION 'p'")
+        assert info.value.sqlstate == "0A000"
+        assert "PREPARE TRANSACTION" in (info.value.diag.message_primary or "")
+        session.rollback()
+    assert rows(remote, remote_db, "prepared") == 0
+    wait_for(lambda: not remote_sessions(remote, remote_db), 15, "the remote session to end")
+
+
+# --- smaller ones ------------------------------------------------------------------------
+
+
+def test_insert_returning_says_that_it_ran(
+    installed: Conn, target: str, remote: Server, remote_db: str
+) -> None:
+    ensure(installed, target)
+    error = error_of(exec_, installed, "INSERT INTO items (note) VALUES ('ret') RETURNING id")
+    assert error.sqlstate == "2F003"
+    assert "has been committed" in (error.diag.message_detail or "")
+    assert "safe_dblink_query" in (error.diag.message_hint or "")
+    assert rows(remote, remote_db, "ret") == 1
+
+
+def test_commit_after_a_failed_remote_statement_is_40000(
+    installed: Conn, target: str, remote: Server, remote_db: str
+) -> None:
+    with pytest.raises(psycopg.Error) as info, installed.transaction():
+        ensure(installed, target, scope="transaction", remote_tx=True)
+        insert(installed, "before failure")
+        with pytest.raises(psycopg.errors.DivisionByZero), installed.transaction():
+            exec_(installed, "SELECT 1 / 0")
+    assert info.value.sqlstate == "40000"
+    assert rows(remote, remote_db, "before failure") == 0
+
+
+def test_remote_tx_commits_after_the_toolkit_was_dropped_and_installed_again(
+    local: Server, local_db: str, installed: Conn, target: str, remote: Server, remote_db: str
+) -> None:
+    with local.connect(local_db) as session:
+        with session.transaction():
+            ensure(session, target, scope="transaction", remote_tx=True)
+            insert(session, "first")
+        # What an operator does when uninstall refuses because of this session's table.
+        installed.execute("DROP SCHEMA dblink_safe CASCADE")
+        pgdblink_safe.install(installed)
+        with session.transaction():
+            ensure(session, target, scope="transaction", remote_tx=True)
+            insert(session, "second")
+    assert rows(remote, remote_db, "first") == 1
+    assert rows(remote, remote_db, "second") == 1
+
+
+# --- a lost COMMIT across an immediate restart: the xid may be handed out again ---------
+
+
+def test_a_lost_commit_is_never_success_when_a_restart_reuses_its_transaction_id(
+    local: Server, local_db: str, installed: Conn, slow_commit: str, remote: Server, remote_db: str
+) -> None:
+    """The remote stops with ``-m immediate`` while the COMMIT waits in a deferred trigger,
+    before its commit record is written. Crash recovery hands the same id to the next
+    transaction, which commits: ``pg_xact_status`` then says 'committed' for a row that does
+    not exist. The call must not report success."""
+    if not isinstance(remote, LocalCluster):
+        pytest.skip(f"the {remote.label} server cannot be restarted by this provider")
+    # The test servers commit asynchronously: make the table and its trigger durable first.
+    remote.execute("CHECKPOINT")
+    with TcpProxy(remote.host, remote.port) as proxy:
+        through = remote.conninfo(remote_db, host=proxy.host, port=str(proxy.port))
+
+        def work(conn: Conn) -> str:
+            ensure(conn, through)
+            return exec_(conn, "INSERT INTO items (note) VALUES ('slow reused')", resolve=True)
+
+        outcome = in_background(local, local_db, work)
+        pid = backend_when(remote, remote_db, "wait_event = 'PgSleep'")
+        query = sql.SQL("SELECT backend_xid::text FROM pg_stat_activity WHERE pid = {}")
+        xid = int(remote.execute(query.format(sql.Literal(pid)))[0][0])
+        # Keep the toolkit out until the id has been handed out again (nothing that writes
+        # WAL may run before the stop: a flush would make the transaction's records durable).
+        proxy.refuse()
+        remote.stop_server("immediate")
+        remote.start_server()
+        handed_out = []
+        with remote.connect("postgres") as other:
+            while not handed_out or handed_out[-1] < xid:
+                handed_out.append(int(scalar(other, "SELECT pg_current_xact_id()::text")))
+        proxy.accept()
+        result = finish(outcome)
+    reused = xid in handed_out
+    record(f"promises: immediate restart during COMMIT: xid {xid} reused: {reused}")
+    if reused or "error" in result:
+        # Unknown (08007), never success, and the statement was not run again.
+        assert result["error"].sqlstate == "08007", result
+        assert rows(remote, remote_db, "slow reused") == 0
+    else:
+        # The id was not reused (its records reached the disk): known not to have
+        # committed, so run again, once.
+        assert result["result"] == "INSERT 0 1"
+        assert rows(remote, remote_db, "slow reused") == 1
