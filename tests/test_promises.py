@@ -362,3 +362,27 @@ def test_a_lost_commit_is_never_success_when_a_restart_reuses_its_transaction_id
         # committed, so run again, once.
         assert result["result"] == "INSERT 0 1"
         assert rows(remote, remote_db, "slow reused") == 1
+
+
+# --- permanent connection errors are not retried, whatever language the server speaks -----
+
+
+def test_a_refusal_the_server_repeats_word_for_word_is_not_retried(
+    installed: Conn, remote: Server, remote_db: str
+) -> None:
+    """No English pattern matches this refusal; it is the repetition that tells."""
+    target = remote.conninfo(remote_db, options="-c no_such.setting_x=1 -c bogus_param=1")
+    started = time.monotonic()
+    error = error_of(ensure, installed, target)
+    elapsed = time.monotonic() - started
+    assert error.sqlstate == "08001"
+    assert "(2 attempt(s)" in (error.diag.message_detail or "")
+    assert elapsed < 2  # not five attempts spread over the retry budget
+
+
+def test_a_refused_connection_is_still_retried(installed: Conn, remote: Server) -> None:
+    """A port nobody listens on answers the same way each time, but nothing answers it."""
+    target = remote.conninfo("postgres", port="1", connect_timeout="2")
+    error = error_of(ensure, installed, target, max_attempts=3, retry_budget="2 s")
+    assert error.sqlstate == "08001"
+    assert "(3 attempt(s)" in (error.diag.message_detail or "")

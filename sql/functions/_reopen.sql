@@ -13,6 +13,7 @@ DECLARE
     err_message text;
     err_detail text;
     err_hint text;
+    previous text;
 BEGIN
     IF max_attempts IS NULL OR max_attempts < 1 THEN
         RAISE EXCEPTION 'max_attempts must be at least 1, not %', max_attempts
@@ -35,11 +36,15 @@ BEGIN
         listed := false;
         -- Refused or unreachable (a restart in progress, say) may pass; a rejected password,
         -- a missing user mapping or a startup parameter a pooler refuses will not, so those
-        -- are not retried.
+        -- are not retried. The server words its refusals in its own language, so besides
+        -- the English ones: a refusal the server sent (libpq writes those as "SEVERITY:  text",
+        -- two blanks, in every language) that comes back word for word is not retried again.
         EXIT WHEN NOT (pg_catalog.left(err_state, 2) = '08' OR err_state = '57P03')
                OR err_detail ~ '(authentication|password|does not exist|no pg_hba|unsupported startup parameter)'
+               OR (err_detail ~ '[[:alpha:]]:  ' AND err_detail = previous)
                OR attempt >= max_attempts
                OR EXTRACT(epoch FROM pg_catalog.clock_timestamp() - started) >= budget_s;
+        previous := err_detail;
         PERFORM {{ schema }}._pause(attempt, max_attempts, started, budget_s);
     END LOOP;
     RAISE EXCEPTION '%', err_message
