@@ -13,13 +13,13 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
+from servers import Server
 
 import pgdblink_safe
 from pgdblink_safe._release import NON_DEFAULT
 from pgdblink_safe.export import _BIND
 from pgdblink_safe.generator import latest_version, record_statement, render_migrations
 from pgdblink_safe.installer import catalog
-from pgdblink_safe.servers import Server
 
 Conn = psycopg.Connection[Any]
 LATEST = latest_version()
@@ -83,10 +83,11 @@ def test_upgrade_from_every_earlier_version_equals_a_fresh_install(
 
 #: Everything a definition consists of, in full text so that a difference reads plainly.
 FULL_CATALOG = """
+WITH ns AS (SELECT oid FROM ns)
 SELECT 'function ' || p.oid::pg_catalog.regprocedure::text,
        pg_catalog.concat_ws(E'\\n', pg_catalog.pg_get_functiondef(p.oid), p.proacl::text,
            p.proconfig::text, pg_catalog.obj_description(p.oid, 'pg_proc'))
-FROM pg_catalog.pg_proc p WHERE p.pronamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = %(schema)s)
+FROM pg_catalog.pg_proc p WHERE p.pronamespace = (SELECT oid FROM ns)
 UNION ALL
 SELECT 'relation ' || c.oid::pg_catalog.regclass::text,
        pg_catalog.concat_ws(E'\\n', c.relkind, c.relacl::text,
@@ -97,11 +98,11 @@ SELECT 'relation ' || c.oid::pg_catalog.regclass::text,
             FROM pg_catalog.pg_attribute a
             LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped))
-FROM pg_catalog.pg_class c WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = %(schema)s)
+FROM pg_catalog.pg_class c WHERE c.relnamespace = (SELECT oid FROM ns)
 UNION ALL
 SELECT 'constraint ' || co.conname, pg_catalog.pg_get_constraintdef(co.oid)
 FROM pg_catalog.pg_constraint co
-WHERE co.connamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = %(schema)s)
+WHERE co.connamespace = (SELECT oid FROM ns)
 UNION ALL
 SELECT 'schema', pg_catalog.concat_ws(E'\\n', n.nspacl::text,
            pg_catalog.obj_description(n.oid, 'pg_namespace'))

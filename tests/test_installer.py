@@ -6,11 +6,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from servers import Server
 
 import pgdblink_safe
 from pgdblink_safe import installer
 from pgdblink_safe.generator import latest_version, render_migrations
-from pgdblink_safe.servers import Server
 
 Conn = psycopg.Connection[Any]
 
