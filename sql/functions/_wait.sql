@@ -11,7 +11,9 @@ BEGIN
         RAISE EXCEPTION 'could not send query: %', {{ dblink }}.dblink_error_message(conn_name)
             USING ERRCODE = '08006';
     END IF;
-    -- dblink_is_busy reads without blocking; the wait between polls grows to 10 ms.
+    -- dblink_is_busy reads without blocking. Most statements answer within a few hundred
+    -- microseconds, and the shortest sleep PL/pgSQL has lasts about a millisecond: poll
+    -- without sleeping for the first 300 µs, then sleep, the naps growing to 10 ms.
     WHILE {{ dblink }}.dblink_is_busy(conn_name) = 1 LOOP
         IF pg_catalog.clock_timestamp() - started >= pg_catalog.make_interval(secs => timeout_s::double precision) THEN
             -- Closing is the only bounded way out: dblink_cancel_query can block on a peer
@@ -23,8 +25,10 @@ BEGIN
                       DETAIL = 'The connection was closed; the remote server may still complete the statement.',
                       HINT = 'Raise timeout, or check the remote server; the next call reconnects.';
         END IF;
-        PERFORM pg_catalog.pg_sleep(nap::double precision);
-        nap := LEAST(nap * 2, 0.01);
+        IF pg_catalog.clock_timestamp() - started > interval '300 microseconds' THEN
+            PERFORM pg_catalog.pg_sleep(nap::double precision);
+            nap := LEAST(nap * 2, 0.01);
+        END IF;
     END LOOP;
 END;
 $fn$;

@@ -29,7 +29,8 @@ BEGIN
     -- called without options that need the full path. Every expression here is evaluated
     -- as a plain expression (no query, no nested plpgsql call), in floating point.
     IF state <> ''
-       AND sql IS NOT NULL AND idempotent IS NOT NULL AND timeout IS NULL
+       AND sql IS NOT NULL AND idempotent IS NOT NULL
+       AND (timeout IS NULL OR (timeout > interval '0' AND timeout <= interval '1 day'))
        AND resolve IS FALSE AND validation_window IS NULL
        AND max_attempts IS NULL AND retry_budget IS NULL
        AND pg_catalog.left(conn_name, 3) <> 'tx:'
@@ -53,7 +54,11 @@ BEGIN
                AND {{ dblink }}.dblink_is_busy(conn_name) = 0
                AND {{ dblink }}.dblink_error_message(conn_name) = 'OK' THEN
                 sent := true;
-                status := {{ dblink }}.dblink_exec(conn_name, sql);
+                IF timeout IS NULL THEN
+                    status := {{ dblink }}.dblink_exec(conn_name, sql);
+                ELSE
+                    status := {{ schema }}._status(conn_name, sql, EXTRACT(epoch FROM timeout));
+                END IF;
                 -- Written inside the block to save a statement; an assignment, not PERFORM,
                 -- takes plpgsql's fast path for simple expressions.
                 state := pg_catalog.set_config(key,
