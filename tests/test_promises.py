@@ -341,7 +341,7 @@ def test_a_lost_commit_is_never_success_when_a_restart_reuses_its_transaction_id
     assert reused, (xid, handed_out)
     # Unknown (08007), never success, and the statement was not run again.
     assert result["error"].sqlstate == "08007", result
-    assert "may have reused the id" in (result["error"].diag.message_detail or "")
+    assert "may have handed the id out again" in (result["error"].diag.message_detail or "")
     assert rows(remote, remote_db, "slow reused") == 0
 
 
@@ -370,6 +370,27 @@ def _commit_cut_by_an_immediate_stop(
                 handed_out.append(int(scalar(other, "SELECT pg_current_xact_id()::text")))
         proxy.accept()
         return finish(outcome), xid, handed_out
+
+
+def test_a_lost_commit_reply_across_a_clean_restart_is_resolved_as_committed(
+    local: Server, local_db: str, installed: Conn, remote: Server, remote_db: str
+) -> None:
+    """A clean shutdown writes every record first: after a fast restart alone the id cannot
+    have been handed out again, so 'committed' is still ours."""
+    if not isinstance(remote, LocalCluster):
+        pytest.skip(f"the {remote.label} server cannot be restarted by this provider")
+    with remote.settings(synchronous_standby_names="never_there"):
+        waits = remote.conninfo(remote_db, options="-c synchronous_commit=on")
+
+        def work(conn: Conn) -> str:
+            ensure(conn, waits)
+            return exec_(conn, "INSERT INTO items (note) VALUES ('clean restart')", resolve=True)
+
+        outcome = in_background(local, local_db, work)
+        backend_when(remote, remote_db, "wait_event = 'SyncRep'")
+        remote.restart("fast")
+    assert finish(outcome).get("result") == "INSERT 0 1", outcome.get("error")
+    assert rows(remote, remote_db, "clean restart") == 1
 
 
 # --- permanent connection errors are not retried, whatever language the server speaks -----

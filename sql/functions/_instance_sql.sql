@@ -5,10 +5,13 @@ IMMUTABLE
 PARALLEL SAFE
 {{ function_settings }}
 AS $fn$
-    -- What identifies a run of the remote server, as an expression it evaluates. A restart
-    -- or a promoted standby has another start time; crash recovery, which does not restart
-    -- the postmaster, resets the shared statistics, and with them stats_reset.
-    SELECT 'pg_catalog.date_part(''epoch'', pg_catalog.pg_postmaster_start_time())::text || ''/'' || '
+    -- What identifies a run of the remote server, as an expression it evaluates:
+    -- '<system identifier>/<start time>/<statistics reset time>'. Another cluster behind the
+    -- same name has another system identifier; a restart or a promoted standby another start
+    -- time; crash recovery, which does not restart the postmaster, resets the shared
+    -- statistics, and with them their reset time (a clean restart keeps it).
+    SELECT '(SELECT c.system_identifier FROM pg_catalog.pg_control_system() AS c)::text || ''/'' || '
+           'pg_catalog.date_part(''epoch'', pg_catalog.pg_postmaster_start_time())::text || ''/'' || '
            'COALESCE(pg_catalog.date_part(''epoch'', (SELECT s.stats_reset '
            'FROM pg_catalog.pg_stat_bgwriter AS s))::text, ''-'')';
 $fn$;

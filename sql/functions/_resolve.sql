@@ -15,7 +15,6 @@ DECLARE
     attempt integer := 0;
     now_instance text;
     outcome text;
-    proven boolean;
     err_state text;
     err_message text;
 BEGIN
@@ -29,29 +28,26 @@ BEGIN
                 (conn_name = ANY ({{ dblink }}.dblink_get_connections())) IS TRUE, max_attempts,
                 GREATEST(budget_s - EXTRACT(epoch FROM pg_catalog.clock_timestamp() - started)::numeric, 0));
             LOOP
-                SELECT r.instance, r.status, r.proven INTO now_instance, outcome, proven
-                FROM {{ dblink }}.dblink(conn_name, pg_catalog.format($q$
-                    SELECT %s, pg_catalog.pg_xact_status(t.x),
-                        CASE WHEN pg_catalog.current_setting('track_commit_timestamp') = 'on'
-                                  AND pg_catalog.pg_xact_status(t.x) = 'committed'
-                            THEN pg_catalog.pg_xact_commit_timestamp(
-                                     (t.x::text::bigint %% 4294967296)::text::xid)
-                                 < GREATEST(pg_catalog.pg_postmaster_start_time(),
-                                            (SELECT s.stats_reset FROM pg_catalog.pg_stat_bgwriter AS s))
-                        END
-                    FROM (SELECT %L::pg_catalog.xid8 AS x) AS t$q$,
-                    {{ schema }}._instance_sql(), txid)) AS r(instance text, status text, proven boolean);
+                SELECT r.instance, r.status INTO now_instance, outcome
+                FROM {{ dblink }}.dblink(conn_name, pg_catalog.format(
+                    'SELECT %s, pg_catalog.pg_xact_status(%L::pg_catalog.xid8)',
+                    {{ schema }}._instance_sql(), txid)) AS r(instance text, status text);
                 IF now_instance IS DISTINCT FROM instance THEN
-                    -- Another run of the server (a restart, crash recovery, a promoted
-                    -- standby) may have handed the same id to someone else: 'committed' is
-                    -- ours only if it committed before that run began. Any other answer means
-                    -- ours did not commit: a commit is durable before its reply is sent.
+                    -- Another run of the server may have handed the same id to someone
+                    -- else, but only if it crashed since (or is another cluster, or a
+                    -- promoted standby): a clean shutdown writes every record first, so after
+                    -- a clean restart alone (same statistics reset time) 'committed' is ours.
+                    -- Any answer but 'committed' means ours did not commit: a commit is
+                    -- durable before its reply is sent.
                     RETURN CASE
-                        WHEN outcome = 'committed' AND proven THEN 'committed'
-                        WHEN outcome = 'committed'
-                            THEN 'unknown: the remote server restarted or failed over since, and may have reused the id'
-                        WHEN outcome IS NULL THEN 'unknown'
-                        ELSE 'aborted'
+                        WHEN outcome IS NULL
+                             OR pg_catalog.split_part(now_instance, '/', 1) <> pg_catalog.split_part(instance, '/', 1)
+                            THEN 'unknown: dblink connection now reaches another cluster'
+                        WHEN outcome <> 'committed' THEN 'aborted'
+                        WHEN pg_catalog.split_part(now_instance, '/', 3) = pg_catalog.split_part(instance, '/', 3)
+                             AND pg_catalog.split_part(instance, '/', 3) <> '-'
+                            THEN 'committed'
+                        ELSE 'unknown: the remote server recovered from a crash or failed over since, and may have handed the id out again'
                     END;
                 END IF;
                 EXIT WHEN outcome IS DISTINCT FROM 'in progress'
@@ -83,4 +79,4 @@ END;
 $fn$;
 COMMENT ON FUNCTION {{ schema }}._resolve(text, text, integer, numeric) IS
 'pgdblink_safe internal: committed, aborted, in progress or unknown for a remote transaction '
-'id, trusting committed only from the server instance that gave the id';
+'id, trusting committed only from a server that has not crashed since it gave the id';
