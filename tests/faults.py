@@ -1,10 +1,11 @@
-"""Helpers for fault tests: work on a background session, and killing a remote backend."""
+"""Helpers for fault tests: work on a background session, finding and killing remote backends."""
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
+from psycopg import sql
 from servers import Server, wait_for
 
 Conn = psycopg.Connection[Any]
@@ -33,14 +34,31 @@ def finish(outcome: dict[str, Any]) -> dict[str, Any]:
     return outcome
 
 
-def kill_when(remote: Server, remote_db: str, condition: str) -> None:
+def backend_when(remote: Server, remote_db: str, condition: LiteralString) -> int:
+    """The remote backend of ``remote_db`` that matches ``condition`` (SQL), once one does."""
+    query = sql.SQL(
+        "SELECT pid FROM pg_stat_activity WHERE datname = {} AND pid <> pg_backend_pid() AND {}"
+    ).format(sql.Literal(remote_db), sql.SQL(condition))
+    return int(
+        wait_for(lambda: remote.execute(query), 15, f"a remote backend with {condition}")[0][0]
+    )
+
+
+def kill_when(remote: Server, remote_db: str, condition: LiteralString) -> None:
     """Terminate the remote backend of ``remote_db`` as soon as it matches ``condition``."""
-    pid = wait_for(
-        lambda: remote.execute(
-            "SELECT pid FROM pg_stat_activity "
-            f"WHERE datname = '{remote_db}' AND pid <> pg_backend_pid() AND {condition}"
-        ),
-        15,
-        f"a remote backend with {condition}",
-    )[0][0]
-    remote.execute(f"SELECT pg_terminate_backend({pid})")
+    pid = backend_when(remote, remote_db, condition)
+    remote.execute(sql.SQL("SELECT pg_terminate_backend({})").format(sql.Literal(pid)))
+
+
+def running(server: Server, dbname: str, marker: str) -> list[int]:
+    """Backends of ``dbname`` running a statement that contains ``marker``."""
+    query = sql.SQL(
+        "SELECT pid FROM pg_stat_activity WHERE datname = {} AND state = 'active' "
+        "AND pid <> pg_backend_pid() AND strpos(query, {}) > 0"
+    ).format(sql.Literal(dbname), sql.Literal(marker))
+    return [row[0] for row in server.execute(query)]
+
+
+def on_database(command: LiteralString, dbname: str) -> str:
+    """A PgBouncer console command for one database, its name quoted: ``KILL "remote_1"``."""
+    return sql.SQL("{} {}").format(sql.SQL(command), sql.Identifier(dbname)).as_string()

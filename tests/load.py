@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from calls import Conn, ensure, exec_, query_value
+from psycopg import sql
 from servers import Server
-
-Conn = psycopg.Connection[Any]
 
 #: Remote tables the driver writes to (created by ``prepare_remote``).
 REMOTE_SCHEMA = """
@@ -59,10 +59,6 @@ class SessionResult:
     #: Connections the wrappers replaced (connections().reconnects) by the end.
     reconnects: int = 0
     crashed: str = ""
-
-
-def _q(text: str) -> str:
-    return text.replace("'", "''")
 
 
 class Session(threading.Thread):
@@ -124,25 +120,28 @@ class Session(threading.Thread):
 
     def _open(self, conn: Conn) -> None:
         if self.mode != "raw":
-            conn.execute("SELECT dblink_safe.ensure_dblink_conn('w', %s)", [self.target])
+            ensure(conn, self.target, "w")
         else:
             conn.execute("SELECT dblink_connect('w', %s)", [self.target])
 
     def _call(self, conn: Conn, seq: int) -> None:
         result = self.result
         kind = ("upsert", "insert", "read")[seq % 3]
-        session, phase = result.index, _q(self.phase)
+        phase, session = sql.Literal(self.phase), sql.Literal(result.index)
         if kind == "upsert":
-            remote_sql = (
-                f"INSERT INTO kv VALUES ('{phase}', {session}, {seq}) "
+            statement = sql.SQL(
+                "INSERT INTO kv VALUES ({}, {}, {}) "
                 "ON CONFLICT (phase, session) DO UPDATE SET v = excluded.v"
-            )
+            ).format(phase, session, sql.Literal(seq))
         elif kind == "insert":
-            remote_sql = f"INSERT INTO ledger VALUES ('{phase}', {session}, {seq})"
-        else:
-            remote_sql = (
-                f"SELECT count(*) FROM ledger WHERE phase = '{phase}' AND session = {session}"
+            statement = sql.SQL("INSERT INTO ledger VALUES ({}, {}, {})").format(
+                phase, session, sql.Literal(seq)
             )
+        else:
+            statement = sql.SQL(
+                "SELECT count(*) FROM ledger WHERE phase = {} AND session = {}"
+            ).format(phase, session)
+        remote_sql = statement.as_string(conn)
         started = time.monotonic()
         try:
             value = self._run(conn, kind, remote_sql)
@@ -179,36 +178,18 @@ class Session(threading.Thread):
             else:
                 query = "SELECT dblink_exec('w', %s)"
             row = conn.execute(query, [remote_sql]).fetchone()
-        elif self.mode == "lean":
-            # The wrappers with raw dblink's semantics: no per-call timeout, no resolution.
-            if kind == "read":
-                query = (
-                    "SELECT n FROM dblink_safe.safe_dblink_query('w', %s, NULL::bigint,"
-                    " idempotent => true) AS n"
-                )
-            elif kind == "upsert":
-                query = "SELECT dblink_safe.safe_dblink_exec('w', %s, idempotent => true)"
-            else:
-                query = "SELECT dblink_safe.safe_dblink_exec('w', %s)"
-            row = conn.execute(query, [remote_sql]).fetchone()
-        elif kind == "read":
-            row = conn.execute(
-                "SELECT n FROM dblink_safe.safe_dblink_query('w', %s, NULL::bigint,"
-                " idempotent => true, timeout => %s) AS n",
-                [remote_sql, self.call_timeout],
-            ).fetchone()
-        elif kind == "upsert":
-            row = conn.execute(
-                "SELECT dblink_safe.safe_dblink_exec('w', %s, idempotent => true, timeout => %s)",
-                [remote_sql, self.call_timeout],
-            ).fetchone()
-        else:
-            row = conn.execute(
-                "SELECT dblink_safe.safe_dblink_exec('w', %s, resolve => true, timeout => %s)",
-                [remote_sql, self.call_timeout],
-            ).fetchone()
-        assert row is not None
-        return row[0]
+            assert row is not None
+            return row[0]
+        # "lean" calls the wrappers with raw dblink's semantics: no per-call timeout, no
+        # resolution; "safe" adds both.
+        timeout = {} if self.mode == "lean" else {"timeout": self.call_timeout}
+        if kind == "read":
+            return query_value(conn, remote_sql, "bigint", "w", idempotent=True, **timeout)
+        if kind == "upsert":
+            return exec_(conn, remote_sql, "w", idempotent=True, **timeout)
+        if self.mode == "lean":
+            return exec_(conn, remote_sql, "w")
+        return exec_(conn, remote_sql, "w", resolve=True, **timeout)
 
 
 @dataclass

@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 from servers import Server
 
 import pgdblink_safe
@@ -66,9 +67,13 @@ def test_each_problem_is_found_and_named(
     try:
         conn.execute("CREATE USER MAPPING FOR doctor_app SERVER bare_srv OPTIONS (user 'etl')")
         conn.execute("GRANT EXECUTE ON FUNCTION dblink_connect_u(text) TO PUBLIC")
+        body = sql.SQL("BEGIN PERFORM dblink_connect('x', {}); END").format(
+            sql.Literal(f"host=db2 user=etl password={SECRET}")
+        )
         conn.execute(
-            "CREATE FUNCTION nightly() RETURNS void LANGUAGE plpgsql AS $f$BEGIN "
-            f"PERFORM dblink_connect('x', 'host=db2 user=etl password={SECRET}'); END$f$"
+            sql.SQL("CREATE FUNCTION nightly() RETURNS void LANGUAGE plpgsql AS {}").format(
+                sql.Literal(body.as_string(conn))
+            )
         )
         with local.settings(idle_session_timeout="1h"):
             result = run("--dsn", local.client_conninfo(local_db))

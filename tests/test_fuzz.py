@@ -1,16 +1,16 @@
 """Generated calls against a live server: each ends in success or a documented SQLSTATE."""
 
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 import pytest
+from calls import Conn, wrapper
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from psycopg import sql
 from servers import Server
 
 import pgdblink_safe
-
-Conn = psycopg.Connection[Any]
 
 SECRET = "Fuzz-s3cret-9f2e"
 CALLS = 520
@@ -135,25 +135,36 @@ def test_generated_calls_end_in_success_or_a_documented_sqlstate(
     )
 
     def run(kind: str, name: str | None, arg: str | None, options: dict[str, Any]) -> None:
-        casts = {
+        casts: dict[str, LiteralString] = {
             "max_attempts": "integer",
             "idempotent": "boolean",
             "remote_tx": "boolean",
             "scope": "text",
         }
-        extra = "".join(f", {key} => %({key})s::{casts.get(key, 'interval')}" for key in options)
+        extra = {
+            key: sql.SQL("{}::{}").format(sql.Placeholder(key), sql.SQL(casts.get(key, "interval")))
+            for key in options
+        }
         params: dict[str, Any] = {"name": name, "arg": arg} | options
-        query = {
-            "ensure": f"SELECT dblink_safe.ensure_dblink_conn(%(name)s, %(arg)s{extra})",
-            "exec": f"SELECT dblink_safe.safe_dblink_exec(%(name)s, %(arg)s{extra})",
+        name_param, arg_param = sql.Placeholder("name"), sql.Placeholder("arg")
+        queries: dict[str, str | sql.Composed] = {
+            "ensure": sql.SQL("SELECT {}").format(
+                wrapper("ensure_dblink_conn", name_param, arg_param, **extra)
+            ),
+            "exec": sql.SQL("SELECT {}").format(
+                wrapper("safe_dblink_exec", name_param, arg_param, **extra)
+            ),
             "exec_resolve": "SELECT dblink_safe.safe_dblink_exec(%(name)s, %(arg)s, "
             "resolve => true, timeout => interval '2 s')",
-            "query": "SELECT count(*) FROM dblink_safe.safe_dblink_query("
-            f"%(name)s, %(arg)s, NULL::integer{extra})",
+            "query": sql.SQL("SELECT count(*) FROM {}").format(
+                wrapper(
+                    "safe_dblink_query", name_param, arg_param, sql.SQL("NULL::integer"), **extra
+                )
+            ),
             "disconnect": "SELECT dblink_safe.safe_dblink_disconnect(%(name)s)",
-        }[kind]
+        }
         try:
-            fuzzed.execute(query, params)
+            fuzzed.execute(queries[kind], params)
             outcomes["ok"] = outcomes.get("ok", 0) + 1
         except psycopg.Error as err:
             state = err.sqlstate or "(none)"

@@ -16,8 +16,10 @@ from typing import Any
 
 import psycopg
 import pytest
+from faults import on_database
 from load import Chaos, PhaseResult, prepare_remote, run_phase
 from pgbouncer import PgBouncer, find_pgbouncer
+from psycopg import sql
 from report import record
 from servers import LocalCluster, Server, wait_for
 
@@ -144,12 +146,18 @@ def test_eight_sessions_under_chaos(
     via_bouncer = SESSIONS - direct
     bound = hang_bound(Settings())
 
+    by_application = sql.SQL(
+        "SELECT application_name, count(*) FROM pg_stat_activity "
+        "WHERE datname = {} AND pid <> pg_backend_pid() "
+        "AND backend_type = 'client backend' GROUP BY 1"
+    ).format(sql.Literal(remote_db))
+    direct_left = sql.SQL(
+        "SELECT 1 FROM pg_stat_activity "
+        "WHERE datname = {} AND application_name LIKE 'load_direct_%'"
+    ).format(sql.Literal(remote_db))
+
     def probe() -> dict[str, Any]:
-        rows = remote.execute(
-            "SELECT application_name, count(*) FROM pg_stat_activity "
-            f"WHERE datname = '{remote_db}' AND pid <> pg_backend_pid() "
-            "AND backend_type = 'client backend' GROUP BY 1"
-        )
+        rows = remote.execute(by_application)
         return {
             "backends": dict(rows),
             "bouncer_servers": len(bouncer.servers(remote_db)),
@@ -172,13 +180,7 @@ def test_eight_sessions_under_chaos(
         assert others <= result.probe["bouncer_servers"], result.probe
         # Once the sessions have ended, their remote backends go too.
         wait_for(
-            lambda: (
-                not remote.execute(
-                    "SELECT 1 FROM pg_stat_activity "
-                    f"WHERE datname = '{remote_db}' AND application_name LIKE 'load_direct_%'"
-                )
-                and not bouncer.clients(remote_db)
-            ),
+            lambda: not remote.execute(direct_left) and not bouncer.clients(remote_db),
             15,
             "the sessions' remote connections to close",
         )
@@ -197,8 +199,8 @@ def test_eight_sessions_under_chaos(
         assert not failures, "\n".join(failures[:30])
 
     def kill_and_resume() -> None:
-        bouncer.admin(f"KILL {remote_db}")
-        bouncer.admin(f"RESUME {remote_db}")
+        bouncer.admin(on_database("KILL", remote_db))
+        bouncer.admin(on_database("RESUME", remote_db))
 
     seed = int(os.environ.get("PGDBLINK_SAFE_CHAOS_SEED", random.randrange(1 << 30)))
     chaos = Chaos(

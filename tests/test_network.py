@@ -14,17 +14,16 @@ link that is alive must not be taken for a dead one.
 import dataclasses
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import netns
 import psycopg
 import pytest
-from calls import Conn, ensure, exec_, listing, raw_remote_pid, rows, scalar
-from faults import finish, in_background
+from calls import Conn, ensure, exec_, insert, listing, raw_remote_pid, rows, scalar, timed
+from faults import finish, in_background, running
 from netns import NamespacedCluster, NetNamespace, stop_in_namespace, unavailable
 from proxy import TcpProxy
-from psycopg import sql
 from report import record
 from servers import LocalCluster, Server, ServerError, wait_for
 
@@ -118,30 +117,8 @@ def described(s: pgdblink_safe.Settings) -> str:
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def timed(call: Callable[[], Any]) -> tuple[float, Any, psycopg.Error | None]:
-    """Run ``call``; how long it took, what it returned, and the error it raised if any."""
-    started = time.monotonic()
-    try:
-        result = call()
-    except psycopg.Error as exc:
-        return time.monotonic() - started, None, exc
-    return time.monotonic() - started, result, None
-
-
 def major(server: Server) -> int:
     return server.version_num // 10000
-
-
-def running(server: Server, dbname: str, marker: str) -> bool:
-    """Whether a backend of ``dbname`` is running a statement containing ``marker``."""
-    return bool(
-        server.execute(
-            sql.SQL(
-                "SELECT 1 FROM pg_stat_activity WHERE datname = {} AND state = 'active' "
-                "AND pid <> pg_backend_pid() AND strpos(query, {}) > 0"
-            ).format(sql.Literal(dbname), sql.Literal(marker))
-        )
-    )
 
 
 def wait_until_running(server: Server, dbname: str, marker: str) -> None:
@@ -269,7 +246,7 @@ def test_idle_flow_dropped_is_detected_by_the_probe_and_replaced(
     time.sleep(_IDLE_PAST)
     # A NAT forgets this one flow: the server and new connections to it are fine.
     net.netns.blackhole(net.port, client_port=only_flow(net, ns_db))
-    elapsed, status, error = timed(lambda: exec_(conn, "INSERT INTO items (note) VALUES ('after')"))
+    elapsed, status, error = timed(exec_, conn, "INSERT INTO items (note) VALUES ('after')")
     bound = probe_bound(s, net) + attempt_bound(s)
     record(
         f"detect: PG{major(net)} idle flow black-holed, probe then reconnect: {elapsed:.2f}s "
@@ -295,7 +272,7 @@ def test_idle_connection_to_a_black_hole_fails_08001_in_bound_then_heals(
     before = raw_remote_pid(conn)
     time.sleep(_IDLE_PAST)
     net.netns.blackhole(net.port)
-    elapsed, _, error = timed(lambda: exec_(conn, "INSERT INTO items (note) VALUES ('lost')"))
+    elapsed, _, error = timed(exec_, conn, "INSERT INTO items (note) VALUES ('lost')")
     bound = probe_bound(s, net) + reconnect_bound(s)
     record(
         f"detect: PG{major(net)} idle connection, whole server black-holed, probe then "
@@ -307,7 +284,7 @@ def test_idle_connection_to_a_black_hole_fails_08001_in_bound_then_heals(
     assert f"{s.max_attempts} attempt(s) in" in (error.diag.message_detail or "")
     assert elapsed <= margin(bound)
     net.netns.heal()
-    elapsed, status, error = timed(lambda: exec_(conn, "INSERT INTO items (note) VALUES ('back')"))
+    elapsed, status, error = timed(exec_, conn, "INSERT INTO items (note) VALUES ('back')")
     record(f"recover: PG{major(net)} first call after the black hole healed: {elapsed:.3f}s")
     assert error is None, error
     assert status == "INSERT 0 1"
@@ -321,7 +298,7 @@ def test_connecting_to_a_black_hole_is_08001_within_attempts_and_budget(
 ) -> None:
     s = install(conn, SMALL)
     net.netns.blackhole(net.port)
-    elapsed, _, error = timed(lambda: ensure(conn, ns_target, name="fresh"))
+    elapsed, _, error = timed(ensure, conn, ns_target, name="fresh")
     bound = reconnect_bound(s)
     record(
         f"detect: PG{major(net)} ensure_dblink_conn to a black-holed address: 08001 after "
@@ -352,7 +329,7 @@ def test_connect_timeout_bounds_each_attempt(
         ),
     )
     net.netns.blackhole(net.port)
-    elapsed, _, error = timed(lambda: ensure(conn, ns_target))
+    elapsed, _, error = timed(ensure, conn, ns_target)
     bound = reconnect_bound(s)
     record(
         f"detect: PG{major(net)} one connect attempt to a black hole, connect_timeout "
@@ -378,7 +355,7 @@ def test_idle_flow_dropped_is_found_by_keepalives_before_the_next_call(
     bound = keepalive_bound(s, net)
     wait_for(lambda: not host_socket_open(net, flow), margin(bound), "keepalives to end the flow")
     found = time.monotonic() - holed
-    elapsed, status, error = timed(lambda: exec_(conn, "INSERT INTO items (note) VALUES ('after')"))
+    elapsed, status, error = timed(exec_, conn, "INSERT INTO items (note) VALUES ('after')")
     record(
         f"detect: PG{major(net)} idle flow black-holed, keepalives only: socket closed "
         f"{found:.2f}s after the black hole (bound {bound:.2f}s; {described(s)}); next call "
@@ -408,7 +385,7 @@ def test_validation_probe_of_a_dropped_idle_flow_ends_at_connect_timeout(
     time.sleep(_IDLE_PAST)
     net.netns.blackhole(net.port, client_port=only_flow(net, ns_db))
     elapsed, status, error = timed(
-        lambda: exec_(conn, "INSERT INTO items (note) VALUES ('after')", timeout="0.5s")
+        exec_, conn, "INSERT INTO items (note) VALUES ('after')", timeout="0.5s"
     )
     # Only the old flow is dark, so the new connection is made in milliseconds.
     bound = s.connect_timeout_s + _RECONNECT_S
@@ -434,7 +411,7 @@ def test_black_hole_mid_statement_with_timeout_is_57014_and_applied_once(
 
     def work(other: Conn) -> tuple[float, Any, psycopg.Error | None]:
         ensure(other, ns_target)
-        return timed(lambda: exec_(other, statement, timeout=f"{timeout}s"))
+        return timed(exec_, other, statement, timeout=f"{timeout}s")
 
     outcome = in_background(local, local_db, work)
     wait_until_running(net, ns_db, "mid timeout")
@@ -463,7 +440,7 @@ def test_black_hole_mid_statement_without_timeout_is_bounded_by_keepalives(
 
     def work(other: Conn) -> tuple[float, Any, psycopg.Error | None]:
         ensure(other, ns_target)
-        return timed(lambda: exec_(other, statement))
+        return timed(exec_, other, statement)
 
     outcome = in_background(local, local_db, work)
     wait_until_running(net, ns_db, "mid keepalive")
@@ -502,7 +479,7 @@ def test_reset_idle_flow_is_replaced_at_once(
     before = raw_remote_pid(conn)
     time.sleep(_IDLE_PAST)
     net.netns.reject(net.port, client_port=only_flow(net, ns_db))
-    elapsed, status, error = timed(lambda: exec_(conn, "INSERT INTO items (note) VALUES ('after')"))
+    elapsed, status, error = timed(exec_, conn, "INSERT INTO items (note) VALUES ('after')")
     record(
         f"detect: PG{major(net)} idle flow reset, probe then reconnect: {elapsed * 1000:.1f} ms "
         f"(waits for no timeout: connect_timeout {s.connect_timeout_s}s)"
@@ -538,7 +515,7 @@ def test_reset_found_by_keepalive_is_replaced_before_sending(
         "a keepalive probe to meet the reset",
     )
     net.netns.heal()
-    elapsed, status, error = timed(lambda: exec_(conn, "INSERT INTO items (note) VALUES ('after')"))
+    elapsed, status, error = timed(exec_, conn, "INSERT INTO items (note) VALUES ('after')")
     record(
         f"recover: PG{major(net)} reset met by a keepalive while idle, then healed: next call "
         f"{elapsed * 1000:.1f} ms on a new connection"
@@ -560,9 +537,7 @@ def test_reset_on_the_hot_path(
     exec_(conn, "INSERT INTO items (note) VALUES ('before')")
     net.netns.reject(net.port, client_port=only_flow(net, ns_db))
     note = f"hot {idempotent}"
-    elapsed, status, error = timed(
-        lambda: exec_(conn, f"INSERT INTO items (note) VALUES ('{note}')", idempotent=idempotent)
-    )
+    elapsed, status, error = timed(insert, conn, note, idempotent=idempotent)
     record(
         f"detect: PG{major(net)} reset on the hot path, idempotent={idempotent}: "
         f"{'ok' if error is None else error.sqlstate} after {elapsed * 1000:.1f} ms"
@@ -591,7 +566,7 @@ def test_refused_then_healed(
     before = raw_remote_pid(conn)
     time.sleep(_IDLE_PAST)
     net.netns.reject(net.port)
-    elapsed, _, error = timed(lambda: exec_(conn, "INSERT INTO items (note) VALUES ('refused')"))
+    elapsed, _, error = timed(exec_, conn, "INSERT INTO items (note) VALUES ('refused')")
     record(
         f"detect: PG{major(net)} every connection reset/refused: 08001 after "
         f"{elapsed * 1000:.0f} ms ({s.max_attempts} attempts, backoff up to {s.backoff_max_ms} ms)"
@@ -600,7 +575,7 @@ def test_refused_then_healed(
     assert f"{s.max_attempts} attempt(s) in" in (error.diag.message_detail or "")
     assert elapsed < s.connect_timeout_s / 2
     net.netns.heal()
-    elapsed, status, error = timed(lambda: exec_(conn, "INSERT INTO items (note) VALUES ('back')"))
+    elapsed, status, error = timed(exec_, conn, "INSERT INTO items (note) VALUES ('back')")
     record(f"recover: PG{major(net)} first call after the resets stopped: {elapsed * 1000:.1f} ms")
     assert error is None, error
     assert status == "INSERT 0 1"
@@ -633,7 +608,7 @@ def test_slow_but_alive_link_is_not_taken_for_dead(
     # Idle past the window: a probe and then the statement, each a round trip longer than
     # the window itself.
     time.sleep(s.validation_window_ms / 1000 + 0.1)
-    elapsed, status, error = timed(lambda: exec_(conn, "INSERT INTO items (note) VALUES ('slow')"))
+    elapsed, status, error = timed(exec_, conn, "INSERT INTO items (note) VALUES ('slow')")
     record(
         f"latency: PG{major(remote)} probe + statement through {one_way} ms one-way: "
         f"{elapsed:.2f}s (at least {2 * rtt:.2f}s), validation window {s.validation_window_ms} ms"
@@ -643,7 +618,7 @@ def test_slow_but_alive_link_is_not_taken_for_dead(
     assert elapsed >= 2 * rtt
     # A statement that runs longer than the window, with a per-call timeout above the RTT.
     elapsed, status, error = timed(
-        lambda: exec_(conn, "DO $$BEGIN PERFORM pg_sleep(0.3); END$$", timeout="10s")
+        exec_, conn, "DO $$BEGIN PERFORM pg_sleep(0.3); END$$", timeout="10s"
     )
     record(
         f"latency: PG{major(remote)} 0.3 s statement with timeout => 10s through {one_way} ms "
@@ -666,7 +641,7 @@ def test_per_call_timeout_bounds_a_call_on_a_slow_link(
     slow_link.set_latency(one_way)
     timeout = 1.0
     elapsed, _, error = timed(
-        lambda: exec_(conn, "DO $$BEGIN PERFORM pg_sleep(5); END$$", timeout=f"{timeout}s")
+        exec_, conn, "DO $$BEGIN PERFORM pg_sleep(5); END$$", timeout=f"{timeout}s"
     )
     record(
         f"latency: PG{major(remote)} timeout => {timeout}s on a 5 s statement through "

@@ -16,8 +16,19 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
-from calls import Conn, ensure, error_of, exec_, listing, remote_pid, rows, scalar
-from faults import finish, in_background, kill_when
+from calls import (
+    Conn,
+    ensure,
+    error_of,
+    exec_,
+    insert,
+    listing,
+    query_value,
+    remote_pid,
+    rows,
+    scalar,
+)
+from faults import finish, in_background, kill_when, on_database, running
 from pgbouncer import PgBouncer, find_pgbouncer
 from psycopg import sql
 from servers import LocalCluster, Server, wait_for
@@ -61,29 +72,9 @@ def bouncer(request: pytest.FixtureRequest, local: Server, remote: Server) -> It
                 instance.close()
 
 
-def query_text(conn: Conn, statement: str, name: str = "r") -> str:
-    return str(
-        scalar(
-            conn,
-            "SELECT * FROM dblink_safe.safe_dblink_query(%s, %s, NULL::text)",
-            name,
-            statement,
-        )
-    )
-
-
 def server_pids(bouncer: PgBouncer, dbname: str) -> list[int]:
     """The remote backends of PgBouncer's server connections to ``dbname`` (SHOW SERVERS)."""
     return sorted(int(row["remote_pid"]) for row in bouncer.servers(dbname))
-
-
-def running(remote: Server, remote_db: str, marker: str) -> list[int]:
-    """Remote backends of ``remote_db`` running a statement that contains ``marker``."""
-    query = sql.SQL(
-        "SELECT pid FROM pg_stat_activity WHERE datname = {} AND state = 'active' "
-        "AND pid <> pg_backend_pid() AND query LIKE {}"
-    ).format(sql.Literal(remote_db), sql.Literal(f"%{marker}%"))
-    return [row[0] for row in remote.execute(query)]
 
 
 # -- session pooling: PgBouncer's recycling waits for the client ----------------------------
@@ -175,7 +166,7 @@ def test_a_target_with_options_is_refused_by_pgbouncer(
     # PgBouncer accepts only the startup parameters it tracks (not "options", so no "-c").
     pgb = bouncer("session")
     target = pgb.conninfo(remote_db, options="-c synchronous_commit=on")
-    err = error_of(lambda: ensure(installed, target))
+    err = error_of(ensure, installed, target)
     assert err.sqlstate == "08001"
     assert "unsupported startup parameter: options" in (err.diag.message_detail or "")
     # A refusal that no retry can change is reported at once, not retried for seconds.
@@ -218,10 +209,10 @@ def test_kill_between_calls_reconnects_once_resumed(
     ensure(installed, pgb.conninfo(remote_db))
     first = remote_pid(installed)
     assert len(pgb.clients(remote_db)) == 1
-    pgb.admin(f"KILL {remote_db}")
+    pgb.admin(on_database("KILL", remote_db))
     assert pgb.clients(remote_db) == [] and pgb.servers(remote_db) == []
     # New connections to a killed database wait for RESUME; the toolkit's connect waits too.
-    resume = threading.Timer(0.5, pgb.admin, [f"RESUME {remote_db}"])
+    resume = threading.Timer(0.5, pgb.admin, [on_database("RESUME", remote_db)])
     started = time.monotonic()
     resume.start()
     try:
@@ -263,12 +254,11 @@ def test_pgbouncer_down_for_a_while(
     pgb.stop()
     # Refused while it is down: attempts and time are bounded, then 08001 says what was tried.
     err = error_of(
-        lambda: exec_(
-            installed,
-            "INSERT INTO items (note) VALUES ('refused')",
-            max_attempts=3,
-            retry_budget="1 second",
-        )
+        exec_,
+        installed,
+        "INSERT INTO items (note) VALUES ('refused')",
+        max_attempts=3,
+        retry_budget="1 second",
     )
     assert err.sqlstate == "08001"
     assert re.search(r"\([123] attempt\(s\) in ", err.diag.message_detail or "")
@@ -297,8 +287,8 @@ def _fault(pgb: PgBouncer, fault: str, remote_db: str) -> None:
     if fault == "restart":
         pgb.restart()
     else:
-        pgb.admin(f"KILL {remote_db}")
-        pgb.admin(f"RESUME {remote_db}")
+        pgb.admin(on_database("KILL", remote_db))
+        pgb.admin(on_database("RESUME", remote_db))
 
 
 @pytest.mark.parametrize("kind", ["plain", "idempotent", "resolve"])
@@ -318,20 +308,22 @@ def test_fault_while_a_statement_runs(
     pgb = bouncer(pool_mode)
     target = pgb.conninfo(remote_db)
     note = f"{pool_mode} {fault} {kind}"
-    statement = f"INSERT INTO items (note) SELECT '{note}' FROM {_SLOW}"
+    statement = sql.SQL("INSERT INTO items (note) SELECT {} FROM {}").format(
+        sql.Literal(note), sql.SQL(_SLOW)
+    )
     options: dict[str, object] = {}
     if kind == "idempotent":
         # Idempotent even while the first attempt still runs: PgBouncer dropping the
         # connection does not stop the remote backend.
         remote.execute("CREATE UNIQUE INDEX items_note ON items (note)", remote_db)
-        statement += " ON CONFLICT (note) DO NOTHING"
+        statement += sql.SQL(" ON CONFLICT (note) DO NOTHING")
         options["idempotent"] = True
     elif kind == "resolve":
         options["resolve"] = True
 
     def work(conn: Conn) -> str:
         ensure(conn, target)
-        return exec_(conn, statement, **options)
+        return exec_(conn, statement.as_string(conn), **options)
 
     outcome = in_background(local, local_db, work)
     wait_for(lambda: running(remote, remote_db, note), 15, "the statement to run")
@@ -430,12 +422,12 @@ def test_transaction_pooling_loses_session_state(
     # While PgBouncer keeps handing out the same server connection, it all seems to work.
     assert exec_(installed, "INSERT INTO scratch VALUES (1)") == "INSERT 0 1"
     assert exec_(installed, "EXECUTE ins('same server')") == "INSERT 0 1"
-    assert query_text(installed, "SHOW search_path") == "nowhere"
+    assert query_value(installed, "SHOW search_path", "text") == "nowhere"
     # PgBouncer closes the idle server connection; the next call gets another one.
     wait_for(lambda: not pgb.servers(remote_db), 10, "PgBouncer to close the idle server")
-    assert error_of(lambda: exec_(installed, "INSERT INTO scratch VALUES (2)")).sqlstate == "42P01"
-    assert error_of(lambda: exec_(installed, "EXECUTE ins('other server')")).sqlstate == "26000"
-    assert query_text(installed, "SHOW search_path") == '"$user", public'
+    assert error_of(exec_, installed, "INSERT INTO scratch VALUES (2)").sqlstate == "42P01"
+    assert error_of(exec_, installed, "EXECUTE ins('other server')").sqlstate == "26000"
+    assert query_value(installed, "SHOW search_path", "text") == '"$user", public'
     assert remote_pid(installed) != first
     # Nothing the toolkit could see: its dblink connection never broke.
     assert listing(installed)["reconnects"] == 0
@@ -453,7 +445,7 @@ def test_transaction_pooling_shares_session_state_between_clients(
     assert remote_pid(installed, "a") == remote_pid(installed, "b")
     assert exec_(installed, "SET search_path = nowhere", name="a") == "SET"
     # Another client gets the state "a" left on the one server connection.
-    err = error_of(lambda: exec_(installed, "INSERT INTO items (note) VALUES ('b')", name="b"))
+    err = error_of(exec_, installed, "INSERT INTO items (note) VALUES ('b')", "b")
     assert err.sqlstate == "42P01"
     # The toolkit's own statements name their schemas: probing every call and resolving the
     # commit work on that server connection all the same.
@@ -480,12 +472,7 @@ def test_transaction_pooling_probe_and_resolve_need_no_session(
         assert pgb.admin("RECONNECT") == []
         # Probed first (validation_window 0), then run in the toolkit's own remote
         # transaction: each may get another server connection, and neither cares.
-        status = exec_(
-            installed,
-            f"INSERT INTO items (note) VALUES ('round {round_}')",
-            validation_window="0",
-            resolve=True,
-        )
+        status = insert(installed, f"round {round_}", validation_window="0", resolve=True)
         assert status == "INSERT 0 1"
         assert listing(installed)["last_validation_ok"] is True
     assert len(seen) == 3
@@ -504,7 +491,7 @@ def test_remote_tx_keeps_one_server_connection_in_transaction_mode(
         pinned = remote_pid(installed)
         assert exec_(installed, "INSERT INTO items (note) VALUES ('tx 2')") == "INSERT 0 1"
         assert remote_pid(installed) == pinned
-        assert query_text(installed, "SHOW transaction_isolation") == "repeatable read"
+        assert query_value(installed, "SHOW transaction_isolation", "text") == "repeatable read"
         # Linked to the dblink client for the whole remote transaction, not yet visible.
         assert [(r["remote_pid"], r["state"]) for r in pgb.servers(remote_db)] == [
             (pinned, "active")
@@ -541,7 +528,7 @@ def test_remote_tx_backstop_stays_with_the_remote_transaction(
     default = remote.execute("SHOW idle_in_transaction_session_timeout")[0][0]
     with installed.transaction():
         ensure(installed, pgb.conninfo(remote_db), scope="transaction", remote_tx=True)
-        assert query_text(installed, "SHOW idle_in_transaction_session_timeout") == "30s"
+        assert query_value(installed, "SHOW idle_in_transaction_session_timeout", "text") == "30s"
         assert exec_(installed, "INSERT INTO items (note) VALUES ('tx')") == "INSERT 0 1"
     assert rows(remote, remote_db, "tx") == 1
     # Any other client of the pool, e.g. an application connecting through PgBouncer.

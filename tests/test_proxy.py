@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 from proxy import TcpProxy
+from psycopg import sql
 from report import record
 from servers import LocalCluster, Server, wait_for
 
@@ -50,8 +51,9 @@ class _Background(threading.Thread):
 
 def _remote_queries(remote: Server, marker: str) -> list[Any]:
     return remote.execute(
-        "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
-        f"AND query LIKE '%{marker}%'"
+        sql.SQL(
+            "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND query LIKE {}"
+        ).format(sql.Literal(f"%{marker}%"))
     )
 
 

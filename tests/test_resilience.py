@@ -5,8 +5,20 @@ import time
 
 import psycopg
 import pytest
-from calls import Conn, ensure, exec_, listing, raw_remote_pid, rows, scalar
-from faults import finish, in_background, kill_when
+from calls import (
+    Conn,
+    ensure,
+    exec_,
+    foreign_server,
+    insert,
+    listing,
+    query_value,
+    raw_remote_pid,
+    rows,
+    scalar,
+    user_mapping,
+)
+from faults import backend_when, finish, in_background, kill_when
 from proxy import TcpProxy
 from servers import LocalCluster, Server, wait_for
 
@@ -116,14 +128,7 @@ def test_lost_commit_reply_with_the_remote_unreachable_is_08007_not_08001(
             )
 
         outcome = in_background(local, local_db, work)
-        wait_for(
-            lambda: remote.execute(
-                "SELECT 1 FROM pg_stat_activity "
-                f"WHERE datname = '{remote_db}' AND wait_event = 'SyncRep'"
-            ),
-            15,
-            "the COMMIT to wait for the standby",
-        )
+        backend_when(remote, remote_db, "wait_event = 'SyncRep'")
         proxy.refuse()
         proxy.cut()
         finish(outcome)
@@ -337,11 +342,7 @@ def test_typed_query_without_column_list(
         "'SELECT id, note FROM items ORDER BY id', NULL::item_row)"
     ).fetchall()
     assert got == [(1, "q1"), (2, "q2")]
-    count = scalar(
-        installed,
-        "SELECT * FROM dblink_safe.safe_dblink_query('r', 'SELECT count(*) FROM items', "
-        "NULL::bigint, timeout => '5s')",
-    )
+    count = query_value(installed, "SELECT count(*) FROM items", "bigint", timeout="5s")
     assert count == 2
     remote.terminate_backends(remote_db)
     again = installed.execute(
@@ -367,20 +368,10 @@ def test_names_differing_in_case_quotes_or_bytes_keep_separate_state(
     # of "orders", nor may quotes or multibyte characters break or merge anything.
     names = ["orders", "Orders", "ordérs", "o'r;d$$", "orders "]
     for name in names:
-        assert scalar(installed, "SELECT dblink_safe.ensure_dblink_conn(%s, %s)", name, target) == (
-            "connected"
-        )
+        assert ensure(installed, target, name) == "connected"
     for count, name in enumerate(names, start=1):
         for _ in range(count):
-            assert (
-                scalar(
-                    installed,
-                    "SELECT dblink_safe.safe_dblink_exec(%s, %s)",
-                    name,
-                    f"INSERT INTO items (note) VALUES ('{name.replace(chr(39), chr(39) * 2)}')",
-                )
-                == "INSERT 0 1"
-            )
+            assert insert(installed, name, name) == "INSERT 0 1"
     uses = dict(
         installed.execute("SELECT conn_name, uses FROM dblink_safe.connections()").fetchall()
     )
@@ -391,7 +382,7 @@ def test_names_differing_in_case_quotes_or_bytes_keep_separate_state(
 
 def test_disconnect_and_disconnect_all(installed: Conn, target: str) -> None:
     ensure(installed, target)
-    scalar(installed, "SELECT dblink_safe.ensure_dblink_conn('s', %s)", target)
+    ensure(installed, target, "s")
     assert scalar(installed, "SELECT count(*) FROM dblink_safe.connections()") == 2
     assert scalar(installed, "SELECT dblink_safe.safe_dblink_disconnect('s')") is True
     assert scalar(installed, "SELECT dblink_safe.safe_dblink_disconnect('s')") is False
@@ -406,20 +397,10 @@ def test_disconnect_and_disconnect_all(installed: Conn, target: str) -> None:
 def test_listing_masks_passwords_and_reports_foreign_server_gaps(
     installed: Conn, remote: Server, remote_db: str
 ) -> None:
-    installed.execute(
-        f"CREATE SERVER srv FOREIGN DATA WRAPPER dblink_fdw "
-        f"OPTIONS (host '{remote.host}', port '{remote.port}', dbname '{remote_db}', "
-        "connect_timeout '5')"
-    )
-    installed.execute(
-        f"CREATE USER MAPPING FOR CURRENT_USER SERVER srv OPTIONS (user '{remote.user}')"
-    )
+    foreign_server(installed, "srv", remote, remote_db, connect_timeout="5")
+    user_mapping(installed, "srv", user=remote.user)
     ensure(installed, "srv")
-    scalar(
-        installed,
-        "SELECT dblink_safe.ensure_dblink_conn('p', %s)",
-        remote.conninfo(remote_db, password="Sw0rdf1sh"),
-    )
+    ensure(installed, remote.conninfo(remote_db, password="Sw0rdf1sh"), "p")
     listed = {
         row[0]: row[1:]
         for row in installed.execute(

@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from calls import Conn, ensure, error_of, exec_, foreign_server, rows, scalar, user_mapping
 from psycopg import sql
 from servers import LocalCluster, Server
 
@@ -18,17 +19,9 @@ import pgdblink_safe
 from pgdblink_safe.errors import InstallError
 from pgdblink_safe.generator import latest_version, render_script
 
-Conn = psycopg.Connection[Any]
-
 #: Appears in every connection string of these tests; must never come back out.
 SECRET = "Sw0rdf1sh-pgdblink-7d1c"
 _counter = iter(range(1_000_000))
-
-
-def scalar(conn: Conn, query: str, *params: object) -> Any:
-    row = conn.execute(query, params or None).fetchone()
-    assert row is not None
-    return row[0]
 
 
 def toolkit_functions(conn: Conn, schema: str = "dblink_safe") -> list[tuple[Any, ...]]:
@@ -134,7 +127,7 @@ def test_grant_gives_a_role_the_wrappers_and_survives_migrations(
         # Superuser-only dblink rule: a connection string without a password is refused to
         # an ordinary role (2F003), which proves the call really ran as that role.
         with local.connect(local_db, user=role) as app:
-            err = error_of(app, "SELECT dblink_safe.ensure_dblink_conn('r', %s)", target)
+            err = error_of(ensure, app, target)
             assert err.sqlstate == "2F003"
             assert scalar(app, "SELECT count(*) FROM dblink_safe.connections()") == 0
 
@@ -213,12 +206,7 @@ def password_remote(installed: Conn, remote: Server, remote_db: str) -> Iterator
     original = hba.read_text()
     hba.write_text(f"host all {role} 127.0.0.1/32 scram-sha-256\n" + original)
     remote.execute("SELECT pg_catalog.pg_reload_conf()")
-    installed.execute(
-        sql.SQL(
-            "CREATE SERVER remote_srv FOREIGN DATA WRAPPER dblink_fdw "
-            "OPTIONS (host {}, port {}, dbname {}, connect_timeout '5')"
-        ).format(sql.Literal(remote.host), sql.Literal(str(remote.port)), sql.Literal(remote_db))
-    )
+    foreign_server(installed, "remote_srv", remote, remote_db, connect_timeout="5")
     try:
         yield PasswordRemote(role, SECRET, "remote_srv")
     finally:
@@ -226,7 +214,7 @@ def password_remote(installed: Conn, remote: Server, remote_db: str) -> Iterator
         remote.execute("SELECT pg_catalog.pg_reload_conf()")
         remote.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)), remote_db)
         for pid in remote.backend_pids(remote_db):
-            remote.execute(f"SELECT pg_terminate_backend({pid})")
+            remote.execute(sql.SQL("SELECT pg_terminate_backend({})").format(sql.Literal(pid)))
         remote.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
@@ -260,12 +248,6 @@ class ordinary_role:
         self.local.execute(sql.SQL("DROP ROLE {}").format(role))
 
 
-def error_of(conn: Conn, query: str, *params: object) -> psycopg.Error:
-    with pytest.raises(psycopg.Error) as info:
-        conn.execute(query, params or None)
-    return info.value
-
-
 def test_ordinary_role_through_a_foreign_server_with_password_auth(
     installed: Conn,
     local: Server,
@@ -278,34 +260,17 @@ def test_ordinary_role_through_a_foreign_server_with_password_auth(
         pgdblink_safe.install(installed, grant=[role])
         ident = sql.Identifier(role)
         installed.execute(sql.SQL("GRANT USAGE ON FOREIGN SERVER remote_srv TO {}").format(ident))
-        installed.execute(
-            sql.SQL(
-                "CREATE USER MAPPING FOR {} SERVER remote_srv OPTIONS (user {}, password {})"
-            ).format(ident, sql.Literal(password_remote.role), sql.Literal(SECRET))
-        )
+        user_mapping(installed, "remote_srv", role, user=password_remote.role, password=SECRET)
         with local.connect(local_db, user=role) as app:
             assert scalar(app, "SELECT current_user") == role
-            assert scalar(app, "SELECT dblink_safe.ensure_dblink_conn('r', 'remote_srv')") == (
-                "connected"
-            )
-            status = scalar(
-                app,
-                "SELECT dblink_safe.safe_dblink_exec('r', "
-                "'INSERT INTO items (note) VALUES (''app'')')",
-            )
+            assert ensure(app, "remote_srv") == "connected"
+            status = exec_(app, "INSERT INTO items (note) VALUES ('app')")
             assert status == "INSERT 0 1"
             # Healing works for the ordinary role too: the remote backend is killed.
             pids = remote.backend_pids(remote_db)
             assert pids
             remote.terminate_backends(remote_db)
-            assert (
-                scalar(
-                    app,
-                    "SELECT dblink_safe.safe_dblink_exec('r', "
-                    "'INSERT INTO items (note) VALUES (''app'')')",
-                )
-                == "INSERT 0 1"
-            )
+            assert exec_(app, "INSERT INTO items (note) VALUES ('app')") == "INSERT 0 1"
             listed = app.execute(
                 "SELECT conn_name, target, reconnects FROM dblink_safe.connections()"
             ).fetchall()
@@ -327,17 +292,14 @@ def test_wrong_password_never_shows_the_password(
     notices: list[str] = []
     installed.add_notice_handler(lambda d: notices.append(str(d.message_primary)))
     wrong = f"{SECRET}-wrong"
-    installed.execute(
-        sql.SQL(
-            "CREATE USER MAPPING FOR CURRENT_USER SERVER remote_srv OPTIONS (user {}, password {})"
-        ).format(sql.Literal(password_remote.role), sql.Literal(wrong))
-    )
+    user_mapping(installed, "remote_srv", user=password_remote.role, password=wrong)
     errors = [
-        error_of(installed, "SELECT dblink_safe.ensure_dblink_conn('r', 'remote_srv')"),
+        error_of(ensure, installed, "remote_srv"),
         error_of(
+            ensure,
             installed,
-            "SELECT dblink_safe.ensure_dblink_conn('s', %s)",
             remote.conninfo("postgres", user=password_remote.role, password=wrong),
+            "s",
         ),
     ]
     for err in errors:
@@ -386,11 +348,7 @@ def test_connection_errors_never_show_the_password(
     start = local.log_position()
     notices: list[str] = []
     installed.add_notice_handler(lambda d: notices.append(str(d.message_primary)))
-    err = error_of(
-        installed,
-        "SELECT dblink_safe.ensure_dblink_conn('r', %s, max_attempts => 1)",
-        target,
-    )
+    err = error_of(ensure, installed, target, max_attempts=1)
     assert err.sqlstate in expected, (err.sqlstate, str(err))
     assert_no_secret(err, SECRET)
     # Fragments too: a masked message must not leak the password's first half either.
@@ -406,18 +364,12 @@ def test_remote_errors_and_listing_never_show_the_password(
 ) -> None:
     start = local.log_position()
     target = remote.conninfo(remote_db, password=SECRET)
-    assert scalar(installed, "SELECT dblink_safe.ensure_dblink_conn('r', %s)", target) == (
-        "connected"
-    )
+    assert ensure(installed, target) == "connected"
     for statement in ("SELECT 1/0", "INSERT INTO no_such_table VALUES (1)", "not sql"):
-        err = error_of(installed, "SELECT dblink_safe.safe_dblink_exec('r', %s)", statement)
+        err = error_of(exec_, installed, statement)
         assert err.sqlstate in {"22012", "42P01", "42601"}
         assert_no_secret(err, SECRET)
-    err = error_of(
-        installed,
-        "SELECT dblink_safe.safe_dblink_exec('r', 'SELECT pg_sleep(2)', "
-        "timeout => interval '50 milliseconds')",
-    )
+    err = error_of(exec_, installed, "SELECT pg_sleep(2)", timeout="50 milliseconds")
     assert err.sqlstate == "57014"
     assert_no_secret(err, SECRET)
     listing = installed.execute("SELECT * FROM dblink_safe.connections()").fetchall()
@@ -466,19 +418,29 @@ def test_hostile_search_path_captures_nothing(
 ) -> None:
     installed.execute("CREATE SCHEMA evil")
     for name, args, returns in _TRAPS:
+        body = sql.SQL("BEGIN RAISE EXCEPTION {}; END").format(
+            sql.Literal(f"captured by evil.{name}")
+        )
         installed.execute(
-            f"CREATE FUNCTION evil.{name}({args}) RETURNS {returns} LANGUAGE plpgsql "
-            f"AS $$BEGIN RAISE EXCEPTION 'captured by evil.{name}'; END$$"
+            sql.SQL("CREATE FUNCTION {}({}) RETURNS {} LANGUAGE plpgsql AS {}").format(
+                sql.Identifier("evil", name),
+                sql.SQL(args),
+                sql.SQL(returns),
+                sql.Literal(body.as_string(installed)),
+            )
         )
     for op, left in (("=", "text"), ("<>", "text"), ("||", "text"), ("-", "double precision")):
+        trap = sql.Identifier("evil", f"trap_{ord(op[0])}_{len(op)}")
         installed.execute(
-            f"CREATE FUNCTION evil.trap_{ord(op[0])}_{len(op)}(a {left}, b {left}) "
-            f"RETURNS boolean LANGUAGE plpgsql AS $$BEGIN RAISE EXCEPTION 'captured by "
-            f"evil operator'; END$$"
+            sql.SQL(
+                "CREATE FUNCTION {}(a {}, b {}) RETURNS boolean LANGUAGE plpgsql "
+                "AS $$BEGIN RAISE EXCEPTION 'captured by evil operator'; END$$"
+            ).format(trap, sql.SQL(left), sql.SQL(left))
         )
         installed.execute(
-            f"CREATE OPERATOR evil.{op} (LEFTARG = {left}, RIGHTARG = {left}, "
-            f"FUNCTION = evil.trap_{ord(op[0])}_{len(op)})"
+            sql.SQL("CREATE OPERATOR evil.{} (LEFTARG = {}, RIGHTARG = {}, FUNCTION = {})").format(
+                sql.SQL(op), sql.SQL(left), sql.SQL(left), trap
+            )
         )
     installed.execute("SET search_path = evil, public, pg_catalog")
     # The traps work: an unqualified call in this session is captured.
@@ -506,7 +468,7 @@ def test_hostile_search_path_captures_nothing(
         "SELECT dblink_safe.safe_dblink_exec('r', 'INSERT INTO items (note) VALUES (''e'')')"
     )
     assert scalar(installed, "SELECT dblink_safe.safe_dblink_disconnect_all()") == 1
-    assert int(remote.execute("SELECT count(*) FROM items WHERE note = 'e'", remote_db)[0][0]) == 4
+    assert rows(remote, remote_db, "e") == 4
 
 
 # --- bad input ---------------------------------------------------------------------------
@@ -614,9 +576,7 @@ def test_bad_input_is_answered_and_changes_nothing(
     named: str,
 ) -> None:
     # A healthy connection under the same name: a rejected call must leave it as it was.
-    assert scalar(installed, "SELECT dblink_safe.ensure_dblink_conn('r', %s)", target) == (
-        "connected"
-    )
+    assert ensure(installed, target) == "connected"
     before = installed.execute(
         "SELECT conn_name, uses, reconnects, opened_at FROM dblink_safe.connections()"
     ).fetchall()

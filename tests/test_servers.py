@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from psycopg import sql
 from servers import (
     ExternalServer,
     Server,
@@ -74,8 +75,8 @@ def test_prebuilt_binaries_provider(monkeypatch: pytest.MonkeyPatch) -> None:
         assert local.version_num >= 140000
         local.execute("CREATE EXTENSION dblink")
         rows = local.execute(
-            "SELECT * FROM dblink(%s, 'SELECT 41 + 1') AS t(x int)".replace(
-                "%s", "'" + remote.conninfo() + "'"
+            sql.SQL("SELECT * FROM dblink({}, 'SELECT 41 + 1') AS t(x int)").format(
+                sql.Literal(remote.conninfo())
             )
         )
         assert rows == [(42,)]

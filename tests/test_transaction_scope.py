@@ -1,50 +1,20 @@
 """Connections, and optionally remote work, that follow the local transaction."""
 
 import time
-from typing import Any
 
 import psycopg
 import pytest
+from calls import Conn, ensure, error_of, exec_, insert, query_value, rows, scalar
 from faults import finish, in_background, kill_when
+from psycopg import sql
 from servers import LocalCluster, Server, wait_for
 
 import pgdblink_safe
 
-Conn = psycopg.Connection[Any]
-
-
-def scalar(conn: Conn, query: str, *params: object) -> Any:
-    row = conn.execute(query, params or None).fetchone()
-    assert row is not None
-    return row[0]
-
 
 def ensure_tx(conn: Conn, target: str, remote_tx: bool = False, name: str = "r") -> str:
-    return str(
-        scalar(
-            conn,
-            "SELECT dblink_safe.ensure_dblink_conn(%s, %s, scope => 'transaction', "
-            "remote_tx => %s)",
-            name,
-            target,
-            remote_tx,
-        )
-    )
-
-
-def insert(conn: Conn, note: str, name: str = "r") -> str:
-    return str(
-        scalar(
-            conn,
-            "SELECT dblink_safe.safe_dblink_exec(%s, %s)",
-            name,
-            f"INSERT INTO items (note) VALUES ('{note}')",
-        )
-    )
-
-
-def rows(remote: Server, remote_db: str, note: str) -> int:
-    return int(remote.execute(f"SELECT count(*) FROM items WHERE note = '{note}'", remote_db)[0][0])
+    """``ensure`` with ``scope => 'transaction'``."""
+    return ensure(conn, target, name, scope="transaction", remote_tx=remote_tx)
 
 
 def links(conn: Conn) -> list[str]:
@@ -52,13 +22,10 @@ def links(conn: Conn) -> list[str]:
 
 
 def remote_sessions(remote: Server, remote_db: str) -> list[tuple[int, str]]:
-    return [
-        (int(pid), str(state))
-        for pid, state in remote.execute(
-            "SELECT pid, state FROM pg_stat_activity "
-            f"WHERE datname = '{remote_db}' AND pid <> pg_backend_pid()"
-        )
-    ]
+    query = sql.SQL(
+        "SELECT pid, state FROM pg_stat_activity WHERE datname = {} AND pid <> pg_backend_pid()"
+    ).format(sql.Literal(remote_db))
+    return [(int(pid), str(state)) for pid, state in remote.execute(query)]
 
 
 def wait_gone(remote: Server, remote_db: str, timeout: float = 15) -> None:
@@ -109,35 +76,29 @@ def test_rollback_never_reuses_and_the_next_call_closes_it(
 def test_the_reserved_dblink_name_cannot_be_used_directly(installed: Conn, target: str) -> None:
     with installed.transaction():
         ensure_tx(installed, target)
-        with pytest.raises(psycopg.Error) as info:
-            scalar(installed, "SELECT dblink_safe.safe_dblink_exec('tx:r', 'SET x.y = 1')")
-        assert info.value.sqlstate == "22023"
-        assert "reserved" in str(info.value)
+        err = error_of(exec_, installed, "SET x.y = 1", "tx:r")
+        assert err.sqlstate == "22023"
+        assert "reserved" in str(err)
 
 
 def test_scope_clashes_and_bad_values(installed: Conn, target: str) -> None:
-    def err(query: str, *params: object) -> psycopg.Error:
-        with pytest.raises(psycopg.Error) as info:
-            installed.execute(query, params or None)
-        return info.value
+    def err(scope: str | None, remote_tx: bool | None) -> psycopg.Error:
+        return error_of(ensure, installed, target, scope=scope, remote_tx=remote_tx)
 
-    base = "SELECT dblink_safe.ensure_dblink_conn('r', %s, scope => %s, remote_tx => %s)"
-    assert err(base, target, "bogus", False).sqlstate == "22023"
-    assert err(base, target, None, False).sqlstate == "22004"
-    assert err(base, target, "transaction", None).sqlstate == "22004"
-    assert err(base, target, "session", True).sqlstate == "22023"
+    assert err("bogus", False).sqlstate == "22023"
+    assert err(None, False).sqlstate == "22004"
+    assert err("transaction", None).sqlstate == "22004"
+    assert err("session", True).sqlstate == "22023"
     long_name = "n" * 61
-    e = err(
-        "SELECT dblink_safe.ensure_dblink_conn(%s, %s, scope => 'transaction')", long_name, target
-    )
+    e = error_of(ensure, installed, target, long_name, scope="transaction")
     assert e.sqlstate == "22023" and "60 bytes" in str(e)
     # A session connection and a transaction-scoped one never share a name.
-    scalar(installed, "SELECT dblink_safe.ensure_dblink_conn('r', %s)", target)
-    assert err(base, target, "transaction", False).sqlstate == "22023"
+    ensure(installed, target)
+    assert err("transaction", False).sqlstate == "22023"
     scalar(installed, "SELECT dblink_safe.safe_dblink_disconnect('r')")
     with installed.transaction():
         ensure_tx(installed, target)
-        e = err("SELECT dblink_safe.ensure_dblink_conn('r', %s)", target)
+        e = error_of(ensure, installed, target)
         assert e.sqlstate == "22023" and "scope transaction" in str(e)
     # The error aborted that transaction: its connection goes at the next toolkit call.
     assert links(installed) == ["tx:r"]
@@ -149,12 +110,12 @@ def test_exception_block_that_rolls_back_the_ensure(
     installed: Conn, target: str, remote: Server, remote_db: str
 ) -> None:
     installed.execute("CREATE TABLE outcome (what text)")
-    installed.execute(
+    block = sql.SQL(
         """
         DO $do$
         BEGIN
             BEGIN
-                PERFORM dblink_safe.ensure_dblink_conn('r', %s, scope => 'transaction');
+                PERFORM dblink_safe.ensure_dblink_conn('r', {}, scope => 'transaction');
                 PERFORM dblink_safe.safe_dblink_exec('r',
                     'INSERT INTO items (note) VALUES (''sub'')');
                 RAISE EXCEPTION 'undo the subtransaction';
@@ -168,11 +129,12 @@ def test_exception_block_that_rolls_back_the_ensure(
                 INSERT INTO outcome VALUES ('08003 after');
             END;
             INSERT INTO outcome SELECT count(*)::text FROM pg_catalog.unnest(
-                COALESCE(public.dblink_get_connections(), '{}'));
+                COALESCE(public.dblink_get_connections(), '{{}}'));
         END
         $do$
-        """.replace("%s", "'" + target.replace("'", "''") + "'")
+        """
     )
+    installed.execute(block.format(sql.Literal(target)))
     assert [r[0] for r in installed.execute("SELECT what FROM outcome").fetchall()] == [
         "caught",
         "08003 after",
@@ -375,13 +337,9 @@ def test_remote_tx_isolation_mirrors_the_local_one(installed: Conn, target: str)
         ("REPEATABLE READ", "repeatable read"),
         ("SERIALIZABLE", "serializable"),
     ):
-        installed.execute(f"BEGIN ISOLATION LEVEL {local_level}")
+        installed.execute(sql.SQL("BEGIN ISOLATION LEVEL {}").format(sql.SQL(local_level)))
         ensure_tx(installed, target, remote_tx=True)
-        seen = scalar(
-            installed,
-            "SELECT * FROM dblink_safe.safe_dblink_query('r', "
-            "'SHOW transaction_isolation', NULL::text)",
-        )
+        seen = query_value(installed, "SHOW transaction_isolation", "text")
         installed.execute("COMMIT")
         assert seen == remote_level
 
@@ -489,9 +447,7 @@ def test_on_a_hot_standby_connections_close_at_the_next_call(
         with standby.connect(local_db) as conn:
             assert scalar(conn, "SELECT pg_is_in_recovery()") is True
             # Session scope works as anywhere else.
-            assert scalar(conn, "SELECT dblink_safe.ensure_dblink_conn('s', %s)", target) == (
-                "connected"
-            )
+            assert ensure(conn, target, "s") == "connected"
             assert insert(conn, "from standby", name="s") == "INSERT 0 1"
             # Transaction scope without a commit hook: closed by the next toolkit call.
             with conn.transaction():

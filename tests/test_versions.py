@@ -13,19 +13,15 @@
 A stalled TCP proxy plays the silent peer: it accepts connections and forwards nothing.
 """
 
-import time
 from collections.abc import Iterator
-from typing import Any
 
-import psycopg
 import pytest
+from calls import Conn, ensure, exec_, rows, timed
 from proxy import TcpProxy
 from servers import Server
 
 import pgdblink_safe
 from pgdblink_safe.settings import Settings
-
-Conn = psycopg.Connection[Any]
 
 CONNECT_TIMEOUT_S = 2
 
@@ -47,25 +43,12 @@ def through(proxy: TcpProxy, remote: Server, remote_db: str) -> str:
     return remote.conninfo(remote_db, host=proxy.host, port=str(proxy.port))
 
 
-def timed(conn: Conn, query: str, *params: object) -> tuple[float, psycopg.Error | None]:
-    started = time.monotonic()
-    try:
-        conn.execute(query, params or None)
-    except psycopg.Error as exc:
-        return time.monotonic() - started, exc
-    return time.monotonic() - started, None
-
-
 @pytest.mark.pg(max=15, reason="dblink connects with libpq's blocking call")
 def test_connect_to_a_silent_peer_ends_at_connect_timeout(
     quick: Conn, proxy: TcpProxy, remote: Server, remote_db: str
 ) -> None:
     proxy.stall()
-    elapsed, error = timed(
-        quick,
-        "SELECT dblink_safe.ensure_dblink_conn('r', %s, max_attempts => 1)",
-        through(proxy, remote, remote_db),
-    )
+    elapsed, _, error = timed(ensure, quick, through(proxy, remote, remote_db), max_attempts=1)
     assert error is not None and error.sqlstate == "08001", error
     assert "timeout expired" in (error.diag.message_detail or ""), error.diag.message_detail
     print(f"connect to a silent peer: 08001 after {elapsed:.2f}s (connect_timeout 2s)")
@@ -78,11 +61,7 @@ def test_connect_to_a_silent_peer_waits_for_the_callers_statement_timeout(
 ) -> None:
     proxy.stall()
     quick.execute("SET statement_timeout = '3s'")
-    elapsed, error = timed(
-        quick,
-        "SELECT dblink_safe.ensure_dblink_conn('r', %s, max_attempts => 1)",
-        through(proxy, remote, remote_db),
-    )
+    elapsed, _, error = timed(ensure, quick, through(proxy, remote, remote_db), max_attempts=1)
     quick.execute("RESET statement_timeout")
     # Still connecting after connect_timeout; the caller's statement_timeout ended it.
     assert error is not None and error.sqlstate == "57014", error
@@ -94,10 +73,7 @@ def test_connect_to_a_silent_peer_waits_for_the_callers_statement_timeout(
         quick.execute("SELECT dblink_safe.ensure_dblink_conn('r', %s)", [target]).fetchone()
         is not None
     )
-    status = quick.execute(
-        "SELECT dblink_safe.safe_dblink_exec('r', 'INSERT INTO items (note) VALUES (''x'')')"
-    ).fetchone()
-    assert status == ("INSERT 0 1",)
+    assert exec_(quick, "INSERT INTO items (note) VALUES ('x')") == "INSERT 0 1"
 
 
 def _cancellable(local: Server) -> bool:
@@ -113,32 +89,25 @@ def test_cancel_of_a_wrapper_call_waiting_without_timeout(
     if not _cancellable(local):
         pytest.skip("a waiting dblink call ignores cancels before 14.18, 15.13, 16.9 and 17")
     target = through(proxy, remote, remote_db)
-    quick.execute("SELECT dblink_safe.ensure_dblink_conn('r', %s)", [target])
+    ensure(quick, target)
     proxy.stall()
     quick.execute("SET statement_timeout = '1500ms'")
-    elapsed, error = timed(
-        quick, "SELECT dblink_safe.safe_dblink_exec('r', 'SELECT 1', idempotent => true)"
-    )
+    elapsed, _, error = timed(exec_, quick, "SELECT 1", idempotent=True)
     quick.execute("RESET statement_timeout")
     assert error is not None and error.sqlstate == "57014", error
     assert elapsed < 1.5 + 8
     proxy.resume()
     # The cancelled call left its result uncollected: the next call replaces the connection.
-    status = quick.execute(
-        "SELECT dblink_safe.safe_dblink_exec('r', 'INSERT INTO items (note) VALUES (''after'')')"
-    ).fetchone()
-    assert status == ("INSERT 0 1",)
-    assert remote.execute("SELECT count(*) FROM items WHERE note = 'after'", remote_db) == [(1,)]
+    assert exec_(quick, "INSERT INTO items (note) VALUES ('after')") == "INSERT 0 1"
+    assert rows(remote, remote_db, "after") == 1
 
 
 def test_per_call_timeout_bounds_a_silent_peer_on_every_version(
     quick: Conn, proxy: TcpProxy, remote: Server, remote_db: str
 ) -> None:
     target = through(proxy, remote, remote_db)
-    quick.execute("SELECT dblink_safe.ensure_dblink_conn('r', %s)", [target])
+    ensure(quick, target)
     proxy.stall()
-    elapsed, error = timed(
-        quick, "SELECT dblink_safe.safe_dblink_exec('r', 'SELECT 1', timeout => '1 second')"
-    )
+    elapsed, _, error = timed(exec_, quick, "SELECT 1", timeout="1 second")
     assert error is not None and error.sqlstate == "57014", error
     assert 1.0 <= elapsed < 1.0 + 8

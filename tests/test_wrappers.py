@@ -5,56 +5,32 @@ from typing import Any
 
 import psycopg
 import pytest
-from servers import Server, wait_for
+from calls import Conn, ensure, error_of, exec_, foreign_server, rows, scalar, user_mapping
+from faults import kill_when
+from servers import Server
 
 import pgdblink_safe
 
-Conn = psycopg.Connection[Any]
-
-
-def scalar(conn: Conn, query: str, *params: object) -> Any:
-    row = conn.execute(query, params or None).fetchone()
-    assert row is not None
-    return row[0]
-
-
-def ensure(conn: Conn, name: str, target: str) -> str:
-    return str(scalar(conn, "SELECT dblink_safe.ensure_dblink_conn(%s, %s)", name, target))
-
-
-def exec_(conn: Conn, name: str, statement: str) -> str:
-    return str(scalar(conn, "SELECT dblink_safe.safe_dblink_exec(%s, %s)", name, statement))
-
-
-def remote_rows(remote: Server, remote_db: str, note: str) -> int:
-    return int(remote.execute(f"SELECT count(*) FROM items WHERE note = '{note}'", remote_db)[0][0])
-
-
-def error_of(conn: Conn, query: str, *params: object) -> psycopg.Error:
-    with pytest.raises(psycopg.Error) as info:
-        conn.execute(query, params or None)
-    return info.value
-
 
 def test_ensure_connects_then_reuses(installed: Conn, target: str) -> None:
-    assert ensure(installed, "r", target) == "connected"
-    assert ensure(installed, "r", target) == "reused"
+    assert ensure(installed, target) == "connected"
+    assert ensure(installed, target) == "reused"
     assert scalar(installed, "SELECT public.dblink_get_connections()") == ["r"]
 
 
 def test_ensure_never_raises_duplicate_name(installed: Conn, target: str) -> None:
     installed.execute("SELECT public.dblink_connect('r', %s)", [target])
     # Opened behind the toolkit's back: it cannot know where it points, so it replaces it.
-    assert ensure(installed, "r", target) == "reconnected"
-    assert ensure(installed, "r", target) == "reused"
+    assert ensure(installed, target) == "reconnected"
+    assert ensure(installed, target) == "reused"
 
 
 def test_ensure_replaces_connection_to_another_target(
     installed: Conn, target: str, remote: Server, remote_db: str
 ) -> None:
-    ensure(installed, "r", target)
+    ensure(installed, target)
     other = remote.conninfo(remote_db, application_name="second_target")
-    assert ensure(installed, "r", other) == "reconnected"
+    assert ensure(installed, other) == "reconnected"
     name = scalar(
         installed,
         "SELECT a FROM public.dblink('r', 'SHOW application_name') AS t(a text)",
@@ -65,9 +41,9 @@ def test_ensure_replaces_connection_to_another_target(
 def test_exec_runs_statement_and_returns_status(
     installed: Conn, target: str, remote: Server, remote_db: str
 ) -> None:
-    ensure(installed, "r", target)
-    assert exec_(installed, "r", "INSERT INTO items (note) VALUES ('a'), ('a')") == "INSERT 0 2"
-    assert remote_rows(remote, remote_db, "a") == 2
+    ensure(installed, target)
+    assert exec_(installed, "INSERT INTO items (note) VALUES ('a'), ('a')") == "INSERT 0 2"
+    assert rows(remote, remote_db, "a") == 2
 
 
 @pytest.mark.parametrize("window_ms", [0, 600_000], ids=["probe-every-call", "no-probe-in-window"])
@@ -77,22 +53,22 @@ def test_exec_after_remote_backend_terminated(
     # With a window of 0 the round trip finds the dead connection; with ten minutes only
     # the free read of pending input can, so both detection paths are covered.
     pgdblink_safe.install(conn, pgdblink_safe.Settings(validation_window_ms=window_ms))
-    ensure(conn, "r", target)
-    assert exec_(conn, "r", "INSERT INTO items (note) VALUES ('before')") == "INSERT 0 1"
+    ensure(conn, target)
+    assert exec_(conn, "INSERT INTO items (note) VALUES ('before')") == "INSERT 0 1"
     assert remote.terminate_backends(remote_db) == 1
-    assert exec_(conn, "r", "INSERT INTO items (note) VALUES ('after')") == "INSERT 0 1"
-    assert remote_rows(remote, remote_db, "after") == 1
+    assert exec_(conn, "INSERT INTO items (note) VALUES ('after')") == "INSERT 0 1"
+    assert rows(remote, remote_db, "after") == 1
     assert len(remote.backend_pids(remote_db)) == 1
 
 
 def test_ensure_after_remote_backend_terminated(
     installed: Conn, target: str, remote: Server, remote_db: str
 ) -> None:
-    ensure(installed, "r", target)
+    ensure(installed, target)
     remote.terminate_backends(remote_db)
-    assert ensure(installed, "r", target) == "reconnected"
-    assert exec_(installed, "r", "INSERT INTO items (note) VALUES ('x')") == "INSERT 0 1"
-    assert remote_rows(remote, remote_db, "x") == 1
+    assert ensure(installed, target) == "reconnected"
+    assert exec_(installed, "INSERT INTO items (note) VALUES ('x')") == "INSERT 0 1"
+    assert rows(remote, remote_db, "x") == 1
 
 
 def test_exec_after_remote_restart(
@@ -100,24 +76,24 @@ def test_exec_after_remote_restart(
 ) -> None:
     if not remote.can_restart:
         pytest.skip(f"the {remote.label} server cannot be restarted by this provider")
-    ensure(installed, "r", target)
-    exec_(installed, "r", "INSERT INTO items (note) VALUES ('before')")
+    ensure(installed, target)
+    exec_(installed, "INSERT INTO items (note) VALUES ('before')")
     remote.restart("fast")
-    assert exec_(installed, "r", "INSERT INTO items (note) VALUES ('after')") == "INSERT 0 1"
-    assert remote_rows(remote, remote_db, "after") == 1
+    assert exec_(installed, "INSERT INTO items (note) VALUES ('after')") == "INSERT 0 1"
+    assert rows(remote, remote_db, "after") == 1
 
 
 def test_exec_reconnects_after_plain_dblink_disconnect(
     installed: Conn, target: str, remote: Server, remote_db: str
 ) -> None:
-    ensure(installed, "r", target)
+    ensure(installed, target)
     installed.execute("SELECT public.dblink_disconnect('r')")
-    assert exec_(installed, "r", "INSERT INTO items (note) VALUES ('y')") == "INSERT 0 1"
-    assert remote_rows(remote, remote_db, "y") == 1
+    assert exec_(installed, "INSERT INTO items (note) VALUES ('y')") == "INSERT 0 1"
+    assert rows(remote, remote_db, "y") == 1
 
 
 def test_unknown_name_is_a_clear_08003(installed: Conn) -> None:
-    err = error_of(installed, "SELECT dblink_safe.safe_dblink_exec('nope', 'SELECT 1')")
+    err = error_of(exec_, installed, "SELECT 1", "nope")
     assert err.sqlstate == "08003"
     assert err.diag.message_primary == 'dblink connection "nope" does not exist'
     assert "ensure_dblink_conn('nope'" in (err.diag.message_hint or "")
@@ -127,60 +103,44 @@ def test_unknown_name_never_runs_on_a_foreign_server_of_that_name(
     installed: Conn, remote: Server, remote_db: str
 ) -> None:
     # Plain dblink_exec would run this on a one-off connection to the server named 'srv'.
-    installed.execute(
-        f"CREATE SERVER srv FOREIGN DATA WRAPPER dblink_fdw "
-        f"OPTIONS (host '{remote.host}', port '{remote.port}', dbname '{remote_db}')"
-    )
-    installed.execute(
-        f"CREATE USER MAPPING FOR CURRENT_USER SERVER srv OPTIONS (user '{remote.user}')"
-    )
-    err = error_of(
-        installed,
-        "SELECT dblink_safe.safe_dblink_exec('srv', 'INSERT INTO items (note) VALUES (''z'')')",
-    )
+    foreign_server(installed, "srv", remote, remote_db)
+    user_mapping(installed, "srv", user=remote.user)
+    err = error_of(exec_, installed, "INSERT INTO items (note) VALUES ('z')", "srv")
     assert err.sqlstate == "08003"
-    assert remote_rows(remote, remote_db, "z") == 0
+    assert rows(remote, remote_db, "z") == 0
     # The same name given to ensure_dblink_conn is the recommended, password-free target.
     assert ensure(installed, "srv", "srv") == "connected"
-    assert exec_(installed, "srv", "INSERT INTO items (note) VALUES ('z')") == "INSERT 0 1"
-    assert remote_rows(remote, remote_db, "z") == 1
+    assert exec_(installed, "INSERT INTO items (note) VALUES ('z')", "srv") == "INSERT 0 1"
+    assert rows(remote, remote_db, "z") == 1
 
 
 def test_remote_error_keeps_its_sqlstate(installed: Conn, target: str) -> None:
-    ensure(installed, "r", target)
-    err = error_of(installed, "SELECT dblink_safe.safe_dblink_exec('r', 'SELECT 1/0')")
+    ensure(installed, target)
+    err = error_of(exec_, installed, "SELECT 1/0")
     assert err.sqlstate == "22012"
     # The connection survived the remote error.
-    assert exec_(installed, "r", "INSERT INTO items (note) VALUES ('ok')") == "INSERT 0 1"
+    assert exec_(installed, "INSERT INTO items (note) VALUES ('ok')") == "INSERT 0 1"
 
 
 def test_connection_lost_during_statement_is_08007_and_not_retried(
     installed: Conn, target: str, local: Server, local_db: str, remote: Server, remote_db: str
 ) -> None:
-    ensure(installed, "r", target)
+    ensure(installed, target)
     outcome: dict[str, Any] = {}
 
     def run() -> None:
         # Its own session: the statement blocks while the test terminates its remote backend.
         with local.connect(local_db) as other:
-            ensure(other, "r", target)
+            ensure(other, target)
             try:
-                exec_(other, "r", "INSERT INTO items (note) SELECT 'slow' FROM pg_sleep(30)")
+                exec_(other, "INSERT INTO items (note) SELECT 'slow' FROM pg_sleep(30)")
             except psycopg.Error as exc:
                 outcome["error"] = exc
-            outcome["after"] = exec_(other, "r", "INSERT INTO items (note) VALUES ('next')")
+            outcome["after"] = exec_(other, "INSERT INTO items (note) VALUES ('next')")
 
     worker = threading.Thread(target=run)
     worker.start()
-    pid = wait_for(
-        lambda: remote.execute(
-            "SELECT pid FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' "
-            f"AND datname = '{remote_db}' AND pid <> pg_backend_pid()"
-        ),
-        10,
-        "the slow statement to start on the remote",
-    )[0][0]
-    remote.execute(f"SELECT pg_terminate_backend({pid})")
+    kill_when(remote, remote_db, "query LIKE '%pg_sleep(30)%'")
     worker.join(30)
     assert not worker.is_alive()
     err = outcome["error"]
@@ -188,7 +148,7 @@ def test_connection_lost_during_statement_is_08007_and_not_retried(
     assert 'dblink connection "r" was lost' in err.diag.message_primary
     assert "Original error (SQLSTATE" in err.diag.message_detail
     # Never applied twice; the dead handle was closed, so the next call reconnected.
-    assert remote_rows(remote, remote_db, "slow") <= 1
+    assert rows(remote, remote_db, "slow") <= 1
     assert outcome["after"] == "INSERT 0 1"
 
 
@@ -197,17 +157,17 @@ def test_rolled_back_ensure_leaves_a_usable_connection(
 ) -> None:
     # dblink's connection list ignores the rollback; the toolkit's remembered target does not.
     with pytest.raises(psycopg.errors.RaiseException), installed.transaction():
-        ensure(installed, "r", target)
+        ensure(installed, target)
         installed.execute("DO $$BEGIN RAISE EXCEPTION 'boom'; END$$")
     assert scalar(installed, "SELECT public.dblink_get_connections()") == ["r"]
-    assert exec_(installed, "r", "INSERT INTO items (note) VALUES ('rb')") == "INSERT 0 1"
-    assert ensure(installed, "r", target) == "reconnected"
-    assert ensure(installed, "r", target) == "reused"
+    assert exec_(installed, "INSERT INTO items (note) VALUES ('rb')") == "INSERT 0 1"
+    assert ensure(installed, target) == "reconnected"
+    assert ensure(installed, target) == "reused"
 
 
 def test_unreachable_target_is_08001_without_the_password(installed: Conn, remote: Server) -> None:
     dead = remote.conninfo("postgres", port="1", password="Tr0ub4dor&3")
-    err = error_of(installed, "SELECT dblink_safe.ensure_dblink_conn('r', %s)", dead)
+    err = error_of(ensure, installed, dead)
     assert err.sqlstate == "08001"
     assert err.diag.message_primary == 'could not open dblink connection "r"'
     text = " ".join(
@@ -219,11 +179,7 @@ def test_unreachable_target_is_08001_without_the_password(installed: Conn, remot
 
 
 def test_malformed_target_error_masks_password_fragments(installed: Conn) -> None:
-    err = error_of(
-        installed,
-        "SELECT dblink_safe.ensure_dblink_conn('r', %s)",
-        "host=127.0.0.1 password='hunter2 swordfish' dbname",
-    )
+    err = error_of(ensure, installed, "host=127.0.0.1 password='hunter2 swordfish' dbname")
     assert err.sqlstate == "08001"
     text = f"{err.diag.message_detail} {err.diag.message_hint}"
     assert "hunter2" not in text and "swordfish" not in text
@@ -237,12 +193,9 @@ def test_malformed_target_error_masks_password_fragments(installed: Conn) -> Non
 def test_bad_connection_names_are_rejected(
     installed: Conn, target: str, name: str | None, sqlstate: str
 ) -> None:
-    for query in (
-        "SELECT dblink_safe.ensure_dblink_conn(%s, %s)",
-        "SELECT dblink_safe.safe_dblink_exec(%s, %s)",
-    ):
-        err = error_of(installed, query, name, target)
-        assert err.sqlstate == sqlstate, query
+    for call in (ensure, exec_):
+        err = error_of(call, installed, target, name)
+        assert err.sqlstate == sqlstate, call.__name__
         assert "conn_name" in (err.diag.message_primary or "")
     assert scalar(installed, "SELECT public.dblink_get_connections()") is None
 
@@ -266,4 +219,4 @@ def test_wrappers_work_with_dblink_in_another_schema(
             "INSERT INTO items (note) VALUES ('e')",
         )
         assert status == "INSERT 0 1"
-    assert remote_rows(remote, remote_db, "e") == 1
+    assert rows(remote, remote_db, "e") == 1
