@@ -25,6 +25,7 @@ DOCUMENTED = {
     "08007",  # lost after sending: outcome unknown
     "57014",  # per-call timeout
     "25001",  # resolve => true inside an open remote transaction
+    "0A000",  # resolve => true refuses a statement that ends its own transaction
     "22012",  # remote: division by zero
     "42601",  # remote: syntax error
     "25P02",  # remote: a failed remote transaction refuses statements until it ends
