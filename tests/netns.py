@@ -27,6 +27,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
+from psycopg import sql
 from servers import Binaries, LocalCluster, ServerError, process_exists
 
 #: Every namespace this harness creates is named PREFIX + the creating process's pid.
@@ -278,8 +279,10 @@ class NamespacedCluster(LocalCluster):
     def client_ports(self, dbname: str) -> list[int]:
         """TCP ports of the clients connected to ``dbname`` over the network."""
         rows = self.execute(
-            "SELECT client_port FROM pg_stat_activity WHERE backend_type = 'client backend' "
-            f"AND client_port > 0 AND datname = '{dbname}'"
+            sql.SQL(
+                "SELECT client_port FROM pg_stat_activity WHERE backend_type = 'client backend' "
+                "AND client_port > 0 AND datname = {}"
+            ).format(sql.Literal(dbname))
         )
         return [int(r[0]) for r in rows]
 
