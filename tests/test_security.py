@@ -330,8 +330,9 @@ def assert_no_secret(err: psycopg.Error, secret: str) -> None:
     ("case", "expected"),
     [
         ("unreachable host", {"08001", "08006"}),
-        ("bad option", {"08001", "42704", "HV00D"}),
-        ("malformed", {"08001", "42601", "HV00D"}),
+        # Parsed by libpq's rules before anything connects: 22023, a fixed message.
+        ("bad option", {"22023"}),
+        ("malformed", {"22023"}),
         ("unknown database", {"08001", "3D000"}),
     ],
 )

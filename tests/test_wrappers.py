@@ -180,7 +180,7 @@ def test_unreachable_target_is_08001_without_the_password(installed: Conn, remot
 
 def test_malformed_target_error_masks_password_fragments(installed: Conn) -> None:
     err = error_of(ensure, installed, "host=127.0.0.1 password='hunter2 swordfish' dbname")
-    assert err.sqlstate == "08001"
+    assert err.sqlstate == "22023"
     text = f"{err.diag.message_detail} {err.diag.message_hint}"
     assert "hunter2" not in text and "swordfish" not in text
 

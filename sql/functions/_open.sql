@@ -13,13 +13,28 @@ DECLARE
     err_state text;
     err_message text;
     err_detail text;
+    conninfo text;
 BEGIN
+    BEGIN
+        -- Parsed before anything is closed or opened. A string libpq would reject fails here
+        -- with a fixed message: libpq's own quotes the string, and any part of it could be
+        -- the password. It is not retried (22023, not class 08).
+        conninfo := {{ schema }}._conninfo(target);
+    EXCEPTION WHEN invalid_parameter_value OR character_not_in_repertoire THEN
+        GET STACKED DIAGNOSTICS err_message = MESSAGE_TEXT;
+        RAISE EXCEPTION 'could not open dblink connection "%"', conn_name
+            USING ERRCODE = '22023',
+                  DETAIL = err_message,
+                  HINT = 'The target is neither the name of a foreign server nor a connection '
+                         'string libpq accepts. In a URI, percent-encode @ / ? # % and blanks '
+                         'in the password (%40 %2F %3F %23 %25 %20), or use key=value pairs.';
+    END;
     IF listed THEN
         -- dblink_disconnect also works on a dead connection and frees the name.
         PERFORM {{ dblink }}.dblink_disconnect(conn_name);
     END IF;
     BEGIN
-        PERFORM {{ dblink }}.dblink_connect(conn_name, {{ schema }}._conninfo(target));
+        PERFORM {{ dblink }}.dblink_connect(conn_name, conninfo);
     EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE,
                                 err_message = MESSAGE_TEXT,

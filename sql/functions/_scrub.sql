@@ -6,32 +6,61 @@ PARALLEL SAFE
 {{ function_settings }}
 AS $fn$
 DECLARE
+    scan text[];
+    secrets text[] := '{}'::text[];
+    suspects text[] := '{}'::text[];
     secret text;
-    piece text;
 BEGIN
-    IF message IS NULL OR target IS NULL THEN
+    IF message IS NULL OR message = '' OR target IS NULL
+       OR NOT (pg_catalog.strpos(target, '=') > 0
+            OR target ~ '^[ \t\n\r\f\v]*[A-Za-z][A-Za-z0-9+.-]*://') THEN
         RETURN message;
     END IF;
-    -- libpq quotes fragments of a malformed connection string in its errors; any fragment of
-    -- the password could be among them.
+    BEGIN
+        -- libpq 17's rules: they find every secret either libpq version would read.
+        scan := {{ schema }}._conninfo_scan(target, 17);
+    EXCEPTION WHEN invalid_parameter_value OR character_not_in_repertoire THEN
+        -- libpq's parse errors quote fragments of the string (a keyword, a query parameter,
+        -- the whole URI) and where the password is cannot be known: every run of 3 or more
+        -- characters the message shares with the target, as written or percent-decoded, is
+        -- masked. This does not depend on the language of the message.
+        message := {{ schema }}._mask_common(message, target);
+        RETURN {{ schema }}._mask_common(message, {{ schema }}._conninfo_decode(target, false));
+    END;
+    FOR i IN 1 .. pg_catalog.cardinality(scan) BY 4 LOOP
+        IF scan[i + 3] IN ('secret', 'suspect') THEN
+            -- Every value of a secret keyword, also one a later value overrides: decoded, as
+            -- written (percent-encoded, backslash-escaped), trimmed as libpq 18 trims it, and
+            -- escaped as _conninfo_build quotes it.
+            secrets := secrets || scan[i + 1] || scan[i + 2]
+                || pg_catalog.btrim(scan[i + 1], ' ')
+                || pg_catalog.replace(pg_catalog.replace(scan[i + 1], '\', '\\'), '''', '\''');
+        END IF;
+        IF scan[i + 3] = 'suspect' THEN
+            -- An unencoded password libpq split: its pieces went into the host, port or
+            -- dbname, which errors quote; every 3+ character piece of it is masked.
+            suspects := suspects || scan[i + 1] || scan[i + 2];
+        END IF;
+        IF scan[i] = 'dbname' AND (pg_catalog.strpos(scan[i + 1], '=') > 0
+                                   OR scan[i + 1] ~ '^postgres(ql)?://') THEN
+            -- A dbname that is itself a connection string: the server quotes it back
+            -- ("database ... does not exist"); its secrets are masked as well.
+            message := {{ schema }}._scrub(message, scan[i + 1]);
+        END IF;
+    END LOOP;
     FOR secret IN
-        SELECT m[1]
-        FROM pg_catalog.regexp_matches(
-            target,
-            $re$(?:password\s*=\s*'((?:[^'\\]|\\.)*)'?|password\s*=\s*(\S+)|^[a-z]+://[^:/@?]*:([^@/?]*)@|[?&]password=([^&]*))$re$,
-            'gi') AS r(m0),
-            LATERAL (SELECT ARRAY[COALESCE(m0[1], m0[2], m0[3], m0[4])]) AS x(m)
+        SELECT DISTINCT ON (pg_catalog.length(x), x) x
+        FROM pg_catalog.unnest(secrets) AS x
+        WHERE x <> ''
+        ORDER BY pg_catalog.length(x) DESC, x
     LOOP
-        CONTINUE WHEN secret IS NULL OR secret = '';
         message := pg_catalog.replace(message, secret, '********');
-        FOREACH piece IN ARRAY pg_catalog.regexp_split_to_array(secret, $re$[\s'\\]+$re$) LOOP
-            IF pg_catalog.length(piece) >= 2 THEN
-                message := pg_catalog.replace(message, piece, '********');
-            END IF;
-        END LOOP;
+    END LOOP;
+    FOREACH secret IN ARRAY suspects LOOP
+        message := {{ schema }}._mask_common(message, secret);
     END LOOP;
     RETURN message;
 END;
 $fn$;
 COMMENT ON FUNCTION {{ schema }}._scrub(text, text) IS
-'pgdblink_safe internal: an error text with every fragment of the target''s password masked';
+'pgdblink_safe internal: an error text with every secret of the target masked';
