@@ -23,8 +23,11 @@ _DROP = re.compile(
     r"^\s*DROP\s+FUNCTION\s+(?:IF\s+EXISTS\s+)?\{\{ schema \}\}\.(?P<name>\w+)\s*\(",
     re.MULTILINE | re.IGNORECASE,
 )
+#: What CREATE OR REPLACE cannot change: the arguments (names, types, defaults) and the
+#: result; language, volatility and settings it can.
 _HEADER = re.compile(
-    r"CREATE OR REPLACE FUNCTION \{\{ schema \}\}\.(?P<name>\w+)\((?P<rest>.*?)\nAS ", re.S
+    r"CREATE OR REPLACE FUNCTION \{\{ schema \}\}\.(?P<name>\w+)\((?P<rest>.*?)\n(?:LANGUAGE|AS )",
+    re.S,
 )
 _COMMENT = re.compile(r"COMMENT ON FUNCTION \{\{ schema \}\}\.(?P<signature>\w+\([^)]*\)) IS")
 

@@ -31,7 +31,8 @@ def test_install_status_uninstall(local: Server, local_db: str) -> None:
     first = run("install", "--dsn", dsn)
     assert first.returncode == 0, first.stderr
     assert f"version {latest_version()}" in first.stdout
-    assert "installing version 0001 (the current code)" in first.stderr  # progress goes to stderr
+    # progress goes to stderr
+    assert f"installing version {latest_version():04d} (the current code)" in first.stderr
 
     again = run("install", "--dsn", dsn)
     assert again.returncode == 0

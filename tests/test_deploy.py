@@ -83,7 +83,7 @@ def test_upgrade_from_every_earlier_version_equals_a_fresh_install(
 
 #: Everything a definition consists of, in full text so that a difference reads plainly.
 FULL_CATALOG = """
-WITH ns AS (SELECT oid FROM ns)
+WITH ns AS (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = %(schema)s)
 SELECT 'function ' || p.oid::pg_catalog.regprocedure::text,
        pg_catalog.concat_ws(E'\\n', pg_catalog.pg_get_functiondef(p.oid), p.proacl::text,
            p.proconfig::text, pg_catalog.obj_description(p.oid, 'pg_proc'))
