@@ -1,10 +1,13 @@
-"""Measure the wrappers' overhead against raw dblink, server-side, on one connection."""
+"""Measure each wrapper against the raw dblink code that does the same work, server-side."""
 
 import contextlib
 import math
+import statistics
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import psycopg
@@ -14,12 +17,25 @@ from pgdblink_safe.errors import BenchError, NotInstalledError
 from pgdblink_safe.installer import find_dblink_schema, status
 
 Progress = Callable[[str], None]
+Connect = Callable[[], psycopg.Connection[Any]]
 
 #: A statement every dblink_exec accepts that reaches the remote and leaves nothing behind
 #: once the connection closes.
 STATEMENT = "SET application_name = 'pgdblink_safe_bench'"
-WARMUP_CALLS = 200
+#: A one-row update of the remote table the benchmark creates (a temporary one, so that it
+#: needs no privilege beyond TEMP and vanishes with the connection whatever happens).
+UPDATE = "UPDATE pg_temp.pgdblink_safe_bench_rows SET n = n + 1 WHERE id = 1"
+#: A remote row for the row-type path, and the composite type that receives it.
+ROW_QUERY = (
+    "SELECT 1 AS id, 'pgdblink_safe'::text AS name, 12.50::numeric AS amount, "
+    "TIMESTAMPTZ '2024-01-01 00:00:00+00' AS at"
+)
+ROW_COLUMNS = "id integer, name text, amount numeric, at timestamptz"
+TIMEOUT = "5 s"
+CALLS_PER_ROUND = 50
 WARMUP_ROUNDS = 1
+#: Calls of each path and side that warm a throughput session up before it is timed.
+SESSION_WARMUP_CALLS = 10
 #: How long a terminated remote backend may take to leave pg_stat_activity.
 KILL_TIMEOUT_S = 10.0
 #: A backend leaves pg_stat_activity a moment before its socket closes; a statement sent in
@@ -32,6 +48,9 @@ _SAFE = "pgdblink_safe_bench"
 _PLAIN = "pgdblink_safe_bench_plain"
 _CONTROL = "pgdblink_safe_bench_control"
 _NAMES = (_SAFE, _PLAIN, _CONTROL)
+_ROW_TYPE = "pgdblink_safe_bench_row"
+_REMOTE_TABLE = "pgdblink_safe_bench_rows"
+SIDES = ("raw", "toolkit")
 
 
 def _quiet(_message: str) -> None:
@@ -39,19 +58,105 @@ def _quiet(_message: str) -> None:
 
 
 @dataclass(frozen=True)
-class Latency:
-    """Per-call latency of one function, in microseconds."""
+class Path:
+    """A toolkit call and the raw dblink code that does the same work, for people."""
+
+    name: str
+    label: str
+    toolkit: str
+    raw: str
+
+
+PATHS = (
+    Path("exec", "exec", "safe_dblink_exec(c, stmt)", "dblink_exec(c, stmt)"),
+    Path(
+        "exec_floor",
+        "exec, minimal wrapper (floor)",
+        "dblink_exec in a function with a pinned search_path and an exception block",
+        "dblink_exec(c, stmt)",
+    ),
+    Path(
+        "query_scalar",
+        "query, scalar",
+        "safe_dblink_query(c, 'SELECT 1', NULL::integer)",
+        "dblink(c, 'SELECT 1') AS r(v integer)",
+    ),
+    Path(
+        "query_row",
+        "query, row type (4 columns)",
+        "safe_dblink_query(c, query, NULL::row_type)",
+        "dblink(c, query) AS r(<4 column definitions>)",
+    ),
+    Path(
+        "exec_timeout",
+        f"exec, timeout => '{TIMEOUT}'",
+        f"safe_dblink_exec(c, stmt, timeout => '{TIMEOUT}')",
+        "dblink_send_query, poll dblink_is_busy without sleeping, dblink_get_result twice",
+    ),
+    Path(
+        "exec_resolve",
+        "exec, resolve => true",
+        "safe_dblink_exec(c, update, resolve => true)",
+        "dblink_exec(c, update)",
+    ),
+)
+RECOVERY = Path(
+    "recovery",
+    "recovery after terminate",
+    "safe_dblink_exec(c, stmt) after pg_terminate_backend of the remote backend",
+    "dblink_exec fails; dblink_disconnect, dblink_connect, dblink_exec",
+)
+
+
+@dataclass(frozen=True)
+class Figures:
+    """The median and the 99th percentile of per-call figures, in microseconds."""
 
     median_us: float
     p99_us: float
 
 
 @dataclass(frozen=True)
-class Recovery:
-    """Time to get a statement through after the remote backend was terminated, in ms."""
+class Comparison:
+    """One path's per-call figures, raw dblink against the toolkit."""
 
-    median_ms: float
-    max_ms: float
+    path: Path
+    raw: Figures
+    toolkit: Figures
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            quantile: {
+                "raw_us": round(raw, 2),
+                "toolkit_us": round(toolkit, 2),
+                "added_us": round(added_us(toolkit, raw), 2),
+                "ratio": rounded(ratio(toolkit, raw)),
+            }
+            for quantile, raw, toolkit in (
+                ("median", self.raw.median_us, self.toolkit.median_us),
+                ("p99", self.raw.p99_us, self.toolkit.p99_us),
+            )
+        }
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Calls per second of one path, all sessions together, raw dblink against the toolkit."""
+
+    path: Path
+    raw_per_s: float
+    toolkit_per_s: float
+
+    @property
+    def share(self) -> float | None:
+        return ratio(self.toolkit_per_s, self.raw_per_s)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "raw_calls_per_s": round(self.raw_per_s, 1),
+            "toolkit_calls_per_s": round(self.toolkit_per_s, 1),
+            "share": rounded(self.share),
+        }
 
 
 @dataclass(frozen=True)
@@ -61,82 +166,70 @@ class BenchResult:
     schema: str
     installed_version: int
     validation_window_ms: int
-    calls: int
-    warmup_calls: int
-    rounds: int
+    calls_per_round: int
+    latency_rounds: int
     warmup_rounds: int
-    raw: Latency
-    #: A minimal wrapper: pinned search_path and an exception block around dblink_exec.
-    floor: Latency
-    safe: Latency
-    safe_recovery: Recovery
-    plain_recovery: Recovery
+    #: One per path of PATHS, in that order.
+    latency: tuple[Comparison, ...]
+    recovery: Comparison
+    recovery_rounds: int
     #: False when the toolkit replaced the connection during the latency run (a short
-    #: max lifetime, say), so the two functions did not share one remote backend throughout.
+    #: max lifetime, say), so the two sides did not share one remote backend throughout.
     same_remote_backend: bool
     #: Recovery rounds run again because the statement was lost after sending (SETTLE_S).
     repeated_rounds: int = 0
+    sessions: int = 0
+    #: Seconds each side of each path ran with ``sessions`` concurrent sessions.
+    session_seconds: float = 0.0
+    throughput: tuple[Throughput, ...] = field(default_factory=tuple)
 
     @property
-    def median_ratio(self) -> float | None:
-        return _ratio(self.safe.median_us, self.raw.median_us)
-
-    @property
-    def p99_ratio(self) -> float | None:
-        return _ratio(self.safe.p99_us, self.raw.p99_us)
-
-    @property
-    def floor_median_ratio(self) -> float | None:
-        return _ratio(self.floor.median_us, self.raw.median_us)
-
-    @property
-    def floor_p99_ratio(self) -> float | None:
-        return _ratio(self.floor.p99_us, self.raw.p99_us)
+    def calls(self) -> int:
+        """Timed calls of each side of each path."""
+        return self.calls_per_round * self.latency_rounds
 
     def as_dict(self) -> dict[str, Any]:
         """The figures for JSON, rounded well below the clock's one-microsecond resolution."""
-
-        def ratio(value: float | None) -> float | None:
-            return None if value is None else round(value, 4)
-
         return {
             "server_version": self.server_version,
             "server_version_num": self.server_version_num,
             "schema": self.schema,
             "installed_version": self.installed_version,
             "validation_window_ms": self.validation_window_ms,
-            "statement": STATEMENT,
+            "statements": {"stmt": STATEMENT, "update": UPDATE, "query": ROW_QUERY},
             "calls": self.calls,
-            "warmup_calls": self.warmup_calls,
-            "same_remote_backend": self.same_remote_backend,
-            "latency_us": {
-                "raw": {"median": round(self.raw.median_us, 2), "p99": round(self.raw.p99_us, 2)},
-                "floor": {
-                    "median": round(self.floor.median_us, 2),
-                    "p99": round(self.floor.p99_us, 2),
-                },
-                "safe": {
-                    "median": round(self.safe.median_us, 2),
-                    "p99": round(self.safe.p99_us, 2),
-                },
-                "ratio": {"median": ratio(self.median_ratio), "p99": ratio(self.p99_ratio)},
-                "floor_ratio": {
-                    "median": ratio(self.floor_median_ratio),
-                    "p99": ratio(self.floor_p99_ratio),
-                },
-            },
-            "rounds": self.rounds,
+            "calls_per_round": self.calls_per_round,
+            "latency_rounds": self.latency_rounds,
             "warmup_rounds": self.warmup_rounds,
+            "same_remote_backend": self.same_remote_backend,
+            "recovery_rounds": self.recovery_rounds,
             "repeated_rounds": self.repeated_rounds,
-            "recovery_ms": {
-                side: {"median": round(r.median_ms, 3), "max": round(r.max_ms, 3)}
-                for side, r in (("safe", self.safe_recovery), ("plain", self.plain_recovery))
+            "paths": {
+                c.path.name: {"toolkit": c.path.toolkit, "raw": c.path.raw, **c.as_dict()}
+                for c in (*self.latency, self.recovery)
             },
+            "throughput": {
+                "sessions": self.sessions,
+                "seconds_per_side": self.session_seconds,
+                "paths": {t.path.name: t.as_dict() for t in self.throughput},
+            }
+            if self.sessions
+            else None,
         }
 
 
-def _ratio(numerator: float, denominator: float) -> float | None:
+def ratio(numerator: float, denominator: float) -> float | None:
+    """``numerator / denominator``; None when the denominator is not positive."""
     return numerator / denominator if denominator > 0 else None
+
+
+def rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def added_us(toolkit_us: float, raw_us: float) -> float:
+    """What the toolkit adds to the raw figure (negative when it came out faster)."""
+    return toolkit_us - raw_us
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -148,6 +241,36 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     low = math.floor(position)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def figures(per_call_us: Sequence[float]) -> Figures:
+    """The median and p99 of per-call figures (one per round)."""
+    return Figures(percentile(per_call_us, 0.5), percentile(per_call_us, 0.99))
+
+
+def per_call_us(elapsed_us: Sequence[float], calls_per_round: int) -> list[float]:
+    """Each round's elapsed time divided by the calls it made."""
+    return [elapsed / calls_per_round for elapsed in elapsed_us]
+
+
+def split_calls(calls: int, calls_per_round: int) -> tuple[int, int]:
+    """(rounds, calls per round) for at least ``calls`` calls, no round bigger than asked."""
+    if calls < 1 or calls_per_round < 1:
+        raise ValueError(
+            f"calls and calls per round must be at least 1: {calls}, {calls_per_round}"
+        )
+    per_round = min(calls, calls_per_round)
+    return math.ceil(calls / per_round), per_round
+
+
+def sides_in_round(number: int) -> tuple[str, str]:
+    """Raw first in even rounds, the toolkit first in odd ones, so that drift hits both."""
+    return SIDES if number % 2 == 0 else (SIDES[1], SIDES[0])
+
+
+def calls_per_second(sessions: Sequence[tuple[int, float]]) -> float:
+    """The rate of sessions that ran side by side, each given as (calls, elapsed µs)."""
+    return sum(calls / (elapsed / 1e6) for calls, elapsed in sessions if elapsed > 0)
 
 
 def default_target(conn: psycopg.Connection[Any], password: str | None = None) -> str:
@@ -162,34 +285,93 @@ def default_target(conn: psycopg.Connection[Any], password: str | None = None) -
     )
 
 
-# Bodies of the pg_temp helpers; {dblink} and {toolkit} become quoted schema names. Both
-# functions are called the same way (an assignment, plpgsql's cheapest call) so that the
-# difference between them is the wrapper alone.
-_LATENCY = """
-DECLARE
-    t0 timestamptz;
-    t1 timestamptz;
-    t2 timestamptz;
-    t3 timestamptz;
+# One call of each side of each path, as PL/pgSQL statements. {dblink} and {toolkit} become
+# quoted schema names, the statements literals. Every side is called the same way (an
+# assignment or SELECT INTO) so that the difference between them is the wrapper alone.
+_CALLS: dict[str, tuple[str, str]] = {
+    "exec": (
+        "status := {dblink}.dblink_exec(conn_name, {stmt});",
+        "status := {toolkit}.safe_dblink_exec(conn_name, {stmt});",
+    ),
+    "exec_floor": (
+        "status := {dblink}.dblink_exec(conn_name, {stmt});",
+        "status := pg_temp.pgdblink_safe_bench_floor(conn_name, {stmt});",
+    ),
+    "query_scalar": (
+        "SELECT * INTO value FROM {dblink}.dblink(conn_name, 'SELECT 1') AS r(v integer);",
+        "SELECT * INTO value FROM {toolkit}.safe_dblink_query(conn_name, 'SELECT 1', "
+        "NULL::integer);",
+    ),
+    "query_row": (
+        "SELECT * INTO item FROM {dblink}.dblink(conn_name, {row_query}) AS r({columns});",
+        "SELECT * INTO item FROM {toolkit}.safe_dblink_query(conn_name, {row_query}, "
+        "NULL::{row_type});",
+    ),
+    # A hand-written asynchronous call with a time limit. It polls without sleeping, the
+    # quickest way to notice a fast answer: what the toolkit adds on top includes its
+    # polling schedule as well as its checks.
+    "exec_timeout": (
+        """
+        started := pg_catalog.clock_timestamp();
+        IF {dblink}.dblink_send_query(conn_name, {stmt}) <> 1 THEN
+            RAISE EXCEPTION 'could not send: %', {dblink}.dblink_error_message(conn_name);
+        END IF;
+        WHILE {dblink}.dblink_is_busy(conn_name) = 1 LOOP
+            IF pg_catalog.clock_timestamp() - started >= {timeout}::interval THEN
+                PERFORM {dblink}.dblink_disconnect(conn_name);
+                RAISE EXCEPTION 'timed out after %', {timeout};
+            END IF;
+        END LOOP;
+        SELECT r.s INTO status FROM {dblink}.dblink_get_result(conn_name) AS r(s text);
+        PERFORM 1 FROM {dblink}.dblink_get_result(conn_name) AS r(s text);
+        """,
+        "status := {toolkit}.safe_dblink_exec(conn_name, {stmt}, timeout => {timeout});",
+    ),
+    "exec_resolve": (
+        "status := {dblink}.dblink_exec(conn_name, {update});",
+        "status := {toolkit}.safe_dblink_exec(conn_name, {update}, resolve => true);",
+    ),
+}
+
+_DECLARE = """
     status text;
+    value integer;
+    item pg_temp.pgdblink_safe_bench_row;
+    started timestamptz;
+"""
+
+# A round of ``calls`` calls; returns its elapsed time in microseconds.
+_ROUND_LOOP = (
+    "DECLARE t0 timestamptz;"
+    + _DECLARE
+    + """
 BEGIN
-    raw_us := ARRAY[]::double precision[];
-    floor_us := ARRAY[]::double precision[];
-    safe_us := ARRAY[]::double precision[];
+    t0 := pg_catalog.clock_timestamp();
     FOR i IN 1..calls LOOP
-        t0 := pg_catalog.clock_timestamp();
-        status := {dblink}.dblink_exec(conn_name, stmt);
-        t1 := pg_catalog.clock_timestamp();
-        status := pg_temp.pgdblink_safe_bench_floor(conn_name, stmt);
-        t2 := pg_catalog.clock_timestamp();
-        status := {toolkit}.safe_dblink_exec(conn_name, stmt);
-        t3 := pg_catalog.clock_timestamp();
-        raw_us[i] := pg_catalog.date_part('epoch', t1 - t0) * 1000000;
-        floor_us[i] := pg_catalog.date_part('epoch', t2 - t1) * 1000000;
-        safe_us[i] := pg_catalog.date_part('epoch', t3 - t2) * 1000000;
+        {call}
     END LOOP;
+    RETURN pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - t0) * 1000000;
 END;
 """
+)
+
+# Calls for ``seconds``; the same clock read per call on both sides.
+_TIMED_LOOP = (
+    "DECLARE t0 timestamptz; deadline timestamptz;"
+    + _DECLARE
+    + """
+BEGIN
+    calls := 0;
+    t0 := pg_catalog.clock_timestamp();
+    deadline := t0 + pg_catalog.make_interval(secs => seconds);
+    WHILE pg_catalog.clock_timestamp() < deadline LOOP
+        {call}
+        calls := calls + 1;
+    END LOOP;
+    elapsed_us := pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - t0) * 1000000;
+END;
+"""
+)
 
 # The least any wrapper that keeps the promises must do: a function with a pinned
 # search_path (so that nothing in the caller's path can capture a call) and an exception
@@ -263,7 +445,7 @@ BEGIN
     IF new_pid = old_pid THEN
         RAISE EXCEPTION 'safe_dblink_exec still uses terminated remote backend %', old_pid;
     END IF;
-    RETURN pg_catalog.date_part('epoch', t1 - t0) * 1000;
+    RETURN pg_catalog.date_part('epoch', t1 - t0) * 1000000;
 END;
 """
 
@@ -289,42 +471,79 @@ BEGIN
     IF NOT failed THEN
         RAISE EXCEPTION 'dblink_exec succeeded on a terminated remote backend';
     END IF;
-    RETURN pg_catalog.date_part('epoch', t1 - t0) * 1000;
+    RETURN pg_catalog.date_part('epoch', t1 - t0) * 1000000;
 END;
 """
 
-_ROUND_ARGS = (
+_RECOVERY_ARGS = (
     "conn_name text, target text, control_name text, stmt text, "
     "timeout_s double precision, settle_s double precision"
 )
 
-#: name -> (arguments, return clause, body)
-_HELPERS = {
-    "pgdblink_safe_bench_latency": (
-        "conn_name text, stmt text, calls integer, OUT raw_us double precision[], "
-        "OUT floor_us double precision[], OUT safe_us double precision[]",
-        "",
-        _LATENCY,
-    ),
-    "pgdblink_safe_bench_floor": ("conn_name text, stmt text", "RETURNS text", _FLOOR),
-    "pgdblink_safe_bench_kill": (
-        "conn_name text, control_name text, timeout_s double precision, settle_s double precision",
-        "RETURNS integer",
-        _KILL,
-    ),
-    "pgdblink_safe_bench_safe_round": (_ROUND_ARGS, "RETURNS double precision", _SAFE_ROUND),
-    "pgdblink_safe_bench_plain_round": (_ROUND_ARGS, "RETURNS double precision", _PLAIN_ROUND),
-}
+
+def _loop_name(path: str, side: str, timed: bool = False) -> str:
+    return f"pgdblink_safe_bench_{path}_{side}" + ("_timed" if timed else "")
+
+
+def _helpers() -> dict[str, tuple[str, str, str]]:
+    """name -> (arguments, return clause, body), in the order they are created."""
+    helpers = {
+        "pgdblink_safe_bench_floor": ("conn_name text, stmt text", "RETURNS text", _FLOOR),
+        "pgdblink_safe_bench_kill": (
+            "conn_name text, control_name text, timeout_s double precision, "
+            "settle_s double precision",
+            "RETURNS integer",
+            _KILL,
+        ),
+        "pgdblink_safe_bench_safe_round": (
+            _RECOVERY_ARGS,
+            "RETURNS double precision",
+            _SAFE_ROUND,
+        ),
+        "pgdblink_safe_bench_plain_round": (
+            _RECOVERY_ARGS,
+            "RETURNS double precision",
+            _PLAIN_ROUND,
+        ),
+    }
+    for path, calls in _CALLS.items():
+        for side, call in zip(SIDES, calls, strict=True):
+            helpers[_loop_name(path, side)] = (
+                "conn_name text, calls integer",
+                "RETURNS double precision",
+                _ROUND_LOOP.replace("{call}", call),
+            )
+            helpers[_loop_name(path, side, timed=True)] = (
+                "conn_name text, seconds double precision, OUT calls bigint, "
+                "OUT elapsed_us double precision",
+                "",
+                _TIMED_LOOP.replace("{call}", call),
+            )
+    return helpers
+
+
+_HELPER_NAMES = tuple(_helpers())
 
 
 def _create_helpers(conn: psycopg.Connection[Any], dblink_schema: str, schema: str) -> None:
-    for name, (args, returns, body) in _HELPERS.items():
-        # The body goes in as a string literal, so no schema name can end it early.
-        text = (
-            sql.SQL(body)
-            .format(dblink=sql.Identifier(dblink_schema), toolkit=sql.Identifier(schema))
-            .as_string(conn)
+    conn.execute(
+        sql.SQL("CREATE TYPE pg_temp.{} AS ({})").format(
+            sql.Identifier(_ROW_TYPE), sql.SQL(ROW_COLUMNS)
         )
+    )
+    values = {
+        "dblink": sql.Identifier(dblink_schema),
+        "toolkit": sql.Identifier(schema),
+        "stmt": sql.Literal(STATEMENT),
+        "update": sql.Literal(UPDATE),
+        "row_query": sql.Literal(ROW_QUERY),
+        "columns": sql.SQL(ROW_COLUMNS),
+        "row_type": sql.Identifier("pg_temp", _ROW_TYPE),
+        "timeout": sql.Literal(TIMEOUT),
+    }
+    for name, (args, returns, body) in _helpers().items():
+        # The body goes in as a string literal, so no schema name can end it early.
+        text = sql.SQL(body).format(**values).as_string(conn)
         conn.execute(
             sql.SQL(
                 "CREATE FUNCTION pg_temp.{name}({args}) {returns} LANGUAGE plpgsql "
@@ -343,12 +562,46 @@ def _open_connections(conn: psycopg.Connection[Any], dblink: sql.Identifier) -> 
     return list(row[0] or []) if row else []
 
 
+def _remote_table(conn: psycopg.Connection[Any], dblink: sql.Identifier, create: bool) -> None:
+    statement = (
+        f"CREATE TEMP TABLE {_REMOTE_TABLE} (id integer PRIMARY KEY, n bigint NOT NULL); "
+        f"INSERT INTO {_REMOTE_TABLE} VALUES (1, 0)"
+        if create
+        else f"DROP TABLE IF EXISTS pg_temp.{_REMOTE_TABLE}"
+    )
+    conn.execute(sql.SQL("SELECT {}.dblink_exec(%s, %s)").format(dblink), [_SAFE, statement])
+
+
 def _cleanup(conn: psycopg.Connection[Any], dblink: sql.Identifier) -> None:
+    # Closing the connection drops the remote temporary table with its session.
     for name in _open_connections(conn, dblink):
         if name in _NAMES:
             conn.execute(sql.SQL("SELECT {}.dblink_disconnect(%s)").format(dblink), [name])
-    for name in _HELPERS:
+    for name in _HELPER_NAMES:
         conn.execute(sql.SQL("DROP FUNCTION IF EXISTS pg_temp.{}").format(sql.Identifier(name)))
+    conn.execute(sql.SQL("DROP TYPE IF EXISTS pg_temp.{}").format(sql.Identifier(_ROW_TYPE)))
+
+
+@contextlib.contextmanager
+def _prepared(
+    conn: psycopg.Connection[Any], target: str, dblink_schema: str, schema: str
+) -> Iterator[None]:
+    """Helpers, the row type, the measured connection and its remote table; gone after."""
+    dblink = sql.Identifier(dblink_schema)
+    try:
+        _create_helpers(conn, dblink_schema, schema)
+        conn.execute(
+            sql.SQL("SELECT {}.ensure_dblink_conn(%s, %s)").format(sql.Identifier(schema)),
+            [_SAFE, target],
+        )
+        _remote_table(conn, dblink, create=True)
+        yield
+    except BaseException:
+        # The first error is the one worth seeing; the session's end cleans up the rest.
+        with contextlib.suppress(psycopg.Error):
+            _cleanup(conn, dblink)
+        raise
+    _cleanup(conn, dblink)
 
 
 def _one_row(row: Any, query: str) -> Any:
@@ -368,24 +621,128 @@ def _remote_pid(conn: psycopg.Connection[Any], dblink: sql.Identifier, name: str
     return int(_one_row(row, f"pg_backend_pid() through dblink connection {name}")[0])
 
 
-def _latency(
-    conn: psycopg.Connection[Any], calls: int
-) -> tuple[list[float], list[float], list[float]]:
+def _round(conn: psycopg.Connection[Any], path: str, side: str, calls: int) -> float:
+    """Microseconds ``calls`` calls of one side of one path took, timed by the server."""
+    helper = _loop_name(path, side)
     row = conn.execute(
-        "SELECT raw_us, floor_us, safe_us FROM pg_temp.pgdblink_safe_bench_latency(%s, %s, %s)",
-        [_SAFE, STATEMENT, calls],
+        sql.SQL("SELECT pg_temp.{}(%s, %s)").format(sql.Identifier(helper)), [_SAFE, calls]
     ).fetchone()
-    raw_us, floor_us, safe_us = _one_row(row, "pg_temp.pgdblink_safe_bench_latency()")
-    return list(raw_us), list(floor_us), list(safe_us)
+    return float(_one_row(row, f"pg_temp.{helper}()")[0])
 
 
-def _round(conn: psycopg.Connection[Any], helper: str, name: str, target: str) -> float | None:
+def _timed(
+    conn: psycopg.Connection[Any], path: str, side: str, seconds: float
+) -> tuple[int, float]:
+    """(calls, elapsed µs) of one side of one path called for ``seconds``."""
+    helper = _loop_name(path, side, timed=True)
+    row = conn.execute(
+        sql.SQL("SELECT calls, elapsed_us FROM pg_temp.{}(%s, %s)").format(sql.Identifier(helper)),
+        [_SAFE, seconds],
+    ).fetchone()
+    calls, elapsed = _one_row(row, f"pg_temp.{helper}()")
+    return int(calls), float(elapsed)
+
+
+def _recovery_round(
+    conn: psycopg.Connection[Any], helper: str, name: str, target: str
+) -> float | None:
     row = conn.execute(
         sql.SQL("SELECT pg_temp.{}(%s, %s, %s, %s, %s, %s)").format(sql.Identifier(helper)),
         [name, target, _CONTROL, STATEMENT, KILL_TIMEOUT_S, SETTLE_S],
     ).fetchone()
-    (elapsed_ms,) = _one_row(row, f"pg_temp.{helper}()")
-    return None if elapsed_ms is None else float(elapsed_ms)
+    (elapsed_us,) = _one_row(row, f"pg_temp.{helper}()")
+    return None if elapsed_us is None else float(elapsed_us)
+
+
+def _latency(
+    conn: psycopg.Connection[Any], rounds: int, calls_per_round: int
+) -> tuple[Comparison, ...]:
+    samples: dict[tuple[str, str], list[float]] = {}
+    for number in range(WARMUP_ROUNDS + rounds):
+        for path in PATHS:
+            for side in sides_in_round(number):
+                elapsed = _round(conn, path.name, side, calls_per_round)
+                if number >= WARMUP_ROUNDS:
+                    samples.setdefault((path.name, side), []).append(elapsed)
+    return tuple(
+        Comparison(
+            path,
+            figures(per_call_us(samples[path.name, "raw"], calls_per_round)),
+            figures(per_call_us(samples[path.name, "toolkit"], calls_per_round)),
+        )
+        for path in PATHS
+    )
+
+
+def _recovery(
+    conn: psycopg.Connection[Any], dblink: sql.Identifier, target: str, rounds: int
+) -> tuple[Comparison, int]:
+    """Recovery figures, and how many rounds ran again (see SETTLE_S)."""
+    conn.execute(sql.SQL("SELECT {}.dblink_connect(%s, %s)").format(dblink), [_CONTROL, target])
+    conn.execute(sql.SQL("SELECT {}.dblink_connect(%s, %s)").format(dblink), [_PLAIN, target])
+    measured: dict[str, list[float]] = {side: [] for side in SIDES}
+    repeated = 0
+    for number in range(WARMUP_ROUNDS + rounds):
+        for side in sides_in_round(number):
+            if side == "raw":
+                elapsed = _recovery_round(conn, "pgdblink_safe_bench_plain_round", _PLAIN, target)
+                if elapsed is None:
+                    raise BenchError(
+                        "pg_temp.pgdblink_safe_bench_plain_round() returned NULL instead of "
+                        "the time plain dblink took to recover"
+                    )
+            else:
+                while (
+                    elapsed := _recovery_round(
+                        conn, "pgdblink_safe_bench_safe_round", _SAFE, target
+                    )
+                ) is None:
+                    repeated += 1
+                    if repeated > rounds:
+                        raise BenchError(
+                            f"the remote backend's socket closed only after a statement was "
+                            f"sent in {repeated} rounds: the server is too loaded to measure "
+                            "recovery"
+                        )
+            if number >= WARMUP_ROUNDS:
+                measured[side].append(elapsed)
+    return Comparison(RECOVERY, figures(measured["raw"]), figures(measured["toolkit"])), repeated
+
+
+def _throughput(
+    connect: Connect,
+    target: str,
+    dblink_schema: str,
+    schema: str,
+    sessions: int,
+    seconds: float,
+) -> tuple[Throughput, ...]:
+    """Calls/s of each side of each path with ``sessions`` sessions calling side by side.
+
+    Each side runs twice, for half of ``seconds`` each time, in the order raw, toolkit,
+    toolkit, raw, so that a drift in speed hits both alike.
+    """
+    with contextlib.ExitStack() as stack, ThreadPoolExecutor(max_workers=sessions) as pool:
+        conns = []
+        for _ in range(sessions):
+            conn = stack.enter_context(connect())
+            stack.enter_context(_prepared(conn, target, dblink_schema, schema))
+            for path in PATHS:
+                for side in SIDES:
+                    _round(conn, path.name, side, SESSION_WARMUP_CALLS)
+            conns.append(conn)
+        results = []
+        for path in PATHS:
+            rates: dict[str, list[float]] = {side: [] for side in SIDES}
+            for side in (*SIDES, *reversed(SIDES)):
+                halves = pool.map(
+                    _timed, conns, repeat(path.name), repeat(side), repeat(seconds / 2)
+                )
+                rates[side].append(calls_per_second(list(halves)))
+            results.append(
+                Throughput(path, statistics.fmean(rates["raw"]), statistics.fmean(rates["toolkit"]))
+            )
+    return tuple(results)
 
 
 def run_bench(
@@ -394,18 +751,36 @@ def run_bench(
     *,
     calls: int = 5000,
     rounds: int = 20,
+    calls_per_round: int = CALLS_PER_ROUND,
+    sessions: int = 0,
+    session_seconds: float = 2.0,
+    connect: Connect | None = None,
     schema: str = "dblink_safe",
     progress: Progress = _quiet,
 ) -> BenchResult:
-    """Time raw dblink_exec against safe_dblink_exec, and their recovery, on ``target``.
+    """Time each path of the toolkit against its raw dblink equivalent on ``target``.
+
+    ``calls`` calls of each side of each path run in rounds of ``calls_per_round`` on one
+    dblink connection, raw and toolkit alternating; ``rounds`` is the number of terminated
+    remote backends each side recovers from. With ``sessions``, that many extra sessions
+    (opened with ``connect``, each in its own thread) then call each side of each path for
+    ``session_seconds``, for calls per second.
 
     ``conn`` must be in autocommit mode and have no dblink connection open under the
     benchmark's names; ``target`` is a libpq connection string or foreign server name the
     server's dblink connects to. Every helper lives in pg_temp and is dropped, and every
-    dblink connection is closed, before this returns.
+    dblink connection (and with it the remote temporary table) is closed, before this returns.
     """
-    if calls < 1 or rounds < 1:
-        raise BenchError(f"calls and rounds must be at least 1, not {calls} and {rounds}")
+    if rounds < 1:
+        raise BenchError(f"rounds must be at least 1, not {rounds}")
+    try:
+        latency_rounds, per_round = split_calls(calls, calls_per_round)
+    except ValueError as exc:
+        raise BenchError(str(exc)) from None
+    if sessions < 0 or (sessions and (connect is None or session_seconds <= 0)):
+        raise BenchError(
+            "sessions needs a way to connect and a positive duration, and cannot be negative"
+        )
     if not conn.autocommit:
         raise BenchError("the benchmark needs a connection in autocommit mode")
     state = status(conn, schema)
@@ -432,22 +807,17 @@ def run_bench(
         ).fetchone(),
         "SELECT current_setting('server_version')",
     )
-    toolkit = sql.Identifier(schema)
-    try:
-        _create_helpers(conn, dblink_schema, schema)
-        conn.execute(
-            sql.SQL("SELECT {}.ensure_dblink_conn(%s, %s)").format(toolkit), [_SAFE, target]
-        )
-        warmup = min(WARMUP_CALLS, calls)
+    with _prepared(conn, target, dblink_schema, schema):
         progress(
-            f"benchmarking {calls} calls each of raw dblink_exec, a minimal wrapper and "
-            f"safe_dblink_exec, interleaved on one connection (after {warmup} warm-up calls) ..."
+            f"timing {len(PATHS)} paths against raw dblink: {latency_rounds} round(s) of "
+            f"{per_round} calls of each side, alternating on one connection (after "
+            f"{WARMUP_ROUNDS} warm-up round) ..."
         )
         started = time.monotonic()
-        _latency(conn, warmup)
         pid_before = _remote_pid(conn, dblink, _SAFE)
-        raw_us, floor_us, safe_us = _latency(conn, calls)
+        latency = _latency(conn, latency_rounds, per_round)
         same_backend = _remote_pid(conn, dblink, _SAFE) == pid_before
+        _remote_table(conn, dblink, create=False)
         progress(f"  done in {time.monotonic() - started:.1f} s")
         if not same_backend:
             progress("  warning: the toolkit replaced the connection during the measurement")
@@ -457,52 +827,35 @@ def run_bench(
             f"safe_dblink_exec and plain dblink (after {WARMUP_ROUNDS} warm-up round) ..."
         )
         started = time.monotonic()
-        conn.execute(sql.SQL("SELECT {}.dblink_connect(%s, %s)").format(dblink), [_CONTROL, target])
-        conn.execute(sql.SQL("SELECT {}.dblink_connect(%s, %s)").format(dblink), [_PLAIN, target])
-        safe_ms: list[float] = []
-        plain_ms: list[float] = []
-        repeated = 0
-        for number in range(WARMUP_ROUNDS + rounds):
-            while (safe := _round(conn, "pgdblink_safe_bench_safe_round", _SAFE, target)) is None:
-                repeated += 1
-                if repeated > rounds:
-                    raise BenchError(
-                        f"the remote backend's socket closed only after a statement was sent "
-                        f"in {repeated} rounds: the server is too loaded to measure recovery"
-                    )
-            plain = _round(conn, "pgdblink_safe_bench_plain_round", _PLAIN, target)
-            if plain is None:
-                raise BenchError(
-                    "pg_temp.pgdblink_safe_bench_plain_round() returned NULL instead of the "
-                    "time plain dblink took to recover"
-                )
-            if number >= WARMUP_ROUNDS:
-                safe_ms.append(safe)
-                plain_ms.append(plain)
+        recovery, repeated = _recovery(conn, dblink, target, rounds)
         progress(f"  done in {time.monotonic() - started:.1f} s")
         if repeated:
             progress(f"  {repeated} round(s) lost the statement after sending it and ran again")
-    except BaseException:
-        # The first error is the one worth seeing; the session's end cleans up the rest.
-        with contextlib.suppress(psycopg.Error):
-            _cleanup(conn, dblink)
-        raise
-    _cleanup(conn, dblink)
+
+    throughput: tuple[Throughput, ...] = ()
+    if sessions and connect is not None:
+        progress(
+            f"measuring calls/s with {sessions} concurrent session(s): {session_seconds:g} s "
+            f"for each side of each of {len(PATHS)} paths ..."
+        )
+        started = time.monotonic()
+        throughput = _throughput(connect, target, dblink_schema, schema, sessions, session_seconds)
+        progress(f"  done in {time.monotonic() - started:.1f} s")
     return BenchResult(
         server_version=str(version_row[0]).split()[0],
         server_version_num=int(version_row[1]),
         schema=schema,
         installed_version=state.installed_version,
         validation_window_ms=settings.validation_window_ms,
-        calls=calls,
-        warmup_calls=warmup,
-        rounds=rounds,
+        calls_per_round=per_round,
+        latency_rounds=latency_rounds,
         warmup_rounds=WARMUP_ROUNDS,
-        raw=Latency(percentile(raw_us, 0.5), percentile(raw_us, 0.99)),
-        floor=Latency(percentile(floor_us, 0.5), percentile(floor_us, 0.99)),
-        safe=Latency(percentile(safe_us, 0.5), percentile(safe_us, 0.99)),
-        safe_recovery=Recovery(percentile(safe_ms, 0.5), max(safe_ms)),
-        plain_recovery=Recovery(percentile(plain_ms, 0.5), max(plain_ms)),
+        latency=latency,
+        recovery=recovery,
+        recovery_rounds=rounds,
         same_remote_backend=same_backend,
         repeated_rounds=repeated,
+        sessions=sessions,
+        session_seconds=session_seconds if sessions else 0.0,
+        throughput=throughput,
     )

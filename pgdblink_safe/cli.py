@@ -560,11 +560,13 @@ def uninstall(dsn: str, schema: str) -> None:
         click.echo(f"nothing to remove: database {database} has no schema {schema}")
 
 
-def _table(title: str, columns: tuple[str, str], rows: list[tuple[str, str, str]]) -> list[str]:
-    width = max(len(title), *(len(label) for label, _, _ in rows))
-    first, second = (len(c) for c in columns)
-    return [f"{title:<{width}}   {columns[0]}   {columns[1]}"] + [
-        f"{label:<{width}}   {a:>{first}}   {b:>{second}}" for label, a, b in rows
+def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A title column aligned left, then columns aligned right, each as wide as it must be."""
+    width = max(len(title), *(len(row[0]) for row in rows))
+    widths = [max(len(c), *(len(row[i + 1]) for row in rows)) for i, c in enumerate(columns)]
+    return [
+        "  ".join([f"{label:<{width}}", *(f"{v:>{w}}" for v, w in zip(cells, widths, strict=True))])
+        for label, *cells in [(title, *columns), *rows]
     ]
 
 
@@ -573,46 +575,56 @@ def _bench_lines(result: bench.BenchResult) -> list[str]:
         return "n/a" if value is None else f"{value:.2f}"
 
     lines = [
-        f"server            PostgreSQL {result.server_version}",
-        f"toolkit           schema {result.schema}, version {result.installed_version}, "
+        f"server      PostgreSQL {result.server_version}",
+        f"toolkit     schema {result.schema}, version {result.installed_version}, "
         f"validation window {result.validation_window_ms} ms",
-        f"calls             {result.calls} of each, interleaved on one connection "
-        f"(after {result.warmup_calls} warm-up)",
+        f"calls       {result.calls} of each side of each path: {result.latency_rounds} "
+        f"round(s) of {result.calls_per_round}, raw and toolkit alternating on one connection "
+        f"(after {result.warmup_rounds} warm-up round)",
+        f"recovery    {result.recovery_rounds} round(s) of each side "
+        f"(after {result.warmup_rounds} warm-up round)",
+        f"stmt        {bench.STATEMENT}",
+        f"update      {bench.UPDATE} (a temporary table on the remote)",
     ]
     if not result.same_remote_backend:
-        lines.append("warning           the connection was replaced during the measurement")
-    lines += _table(
-        "",
-        ("median µs", "p99 µs"),
-        [
-            ("raw dblink_exec", f"{result.raw.median_us:.1f}", f"{result.raw.p99_us:.1f}"),
-            (
-                "minimal wrapper (floor)",
-                f"{result.floor.median_us:.1f}",
-                f"{result.floor.p99_us:.1f}",
-            ),
-            ("safe_dblink_exec", f"{result.safe.median_us:.1f}", f"{result.safe.p99_us:.1f}"),
-            ("ratio floor / raw", ratio(result.floor_median_ratio), ratio(result.floor_p99_ratio)),
-            ("ratio safe / raw", ratio(result.median_ratio), ratio(result.p99_ratio)),
-        ],
-    )
-    safe, plain = result.safe_recovery, result.plain_recovery
-    lines += _table(
-        f"recovery after pg_terminate_backend ({result.rounds} rounds)",
-        ("median ms", "max ms"),
-        [
-            (
-                "safe_dblink_exec (reconnects itself)",
-                f"{safe.median_ms:.1f}",
-                f"{safe.max_ms:.1f}",
-            ),
-            (
-                "plain: fail, disconnect, connect, exec",
-                f"{plain.median_ms:.1f}",
-                f"{plain.max_ms:.1f}",
-            ),
-        ],
-    )
+        lines.append("warning     the connection was replaced during the measurement")
+    comparisons = (*result.latency, result.recovery)
+    for quantile in ("median", "p99"):
+        rows = []
+        for c in comparisons:
+            raw = getattr(c.raw, f"{quantile}_us")
+            toolkit = getattr(c.toolkit, f"{quantile}_us")
+            rows.append(
+                (
+                    c.path.label,
+                    f"{raw:.1f}",
+                    f"{toolkit:.1f}",
+                    f"{bench.added_us(toolkit, raw):+.1f}",
+                    ratio(bench.ratio(toolkit, raw)),
+                )
+            )
+        lines.append("")
+        lines += _table(f"{quantile} per call", ("raw µs", "toolkit µs", "added µs", "ratio"), rows)
+    if result.throughput:
+        lines.append("")
+        lines += _table(
+            f"{result.sessions} sessions, {result.session_seconds:g} s a side",
+            ("raw calls/s", "toolkit calls/s", "share"),
+            [
+                (
+                    t.path.label,
+                    f"{t.raw_per_s:.0f}",
+                    f"{t.toolkit_per_s:.0f}",
+                    ratio(t.share),
+                )
+                for t in result.throughput
+            ],
+        )
+    width = max(len(c.path.label) for c in comparisons)
+    lines.append("")
+    for c in comparisons:
+        lines.append(f"{c.path.label:<{width}}  toolkit  {c.path.toolkit}")
+        lines.append(f"{'':<{width}}  raw      {c.path.raw}")
     return lines
 
 
@@ -630,7 +642,14 @@ def _bench_lines(result: bench.BenchResult) -> list[str]:
     type=click.IntRange(min=1),
     default=5000,
     show_default=True,
-    help="Calls of each function for the latency figures.",
+    help="Timed calls of each side (raw and toolkit) of each path.",
+)
+@click.option(
+    "--calls-per-round",
+    type=click.IntRange(min=1),
+    default=bench.CALLS_PER_ROUND,
+    show_default=True,
+    help="Calls timed together; the median and p99 are of the rounds' per-call figures.",
 )
 @click.option(
     "--rounds",
@@ -639,28 +658,65 @@ def _bench_lines(result: bench.BenchResult) -> list[str]:
     show_default=True,
     help="Terminated remote backends to recover from, for each side.",
 )
+@click.option(
+    "--sessions",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Also run this many concurrent sessions (threads, own connections) of each path "
+    "and compare calls/s.",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    default=2.0,
+    show_default=True,
+    help="Seconds each side of each path runs with --sessions.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
 def bench_command(
-    dsn: str, schema: str, target: str | None, calls: int, rounds: int, as_json: bool
+    dsn: str,
+    schema: str,
+    target: str | None,
+    calls: int,
+    calls_per_round: int,
+    rounds: int,
+    sessions: int,
+    duration: float,
+    as_json: bool,
 ) -> None:
-    """Measure the wrappers' overhead against raw dblink, and how fast each recovers.
+    """Measure each wrapper against the raw dblink code that does the same work.
 
-    Times dblink_exec and safe_dblink_exec server-side, interleaved on one dblink connection
-    (so both reach the same remote backend), then the first statement after the remote
-    backend was terminated: safe_dblink_exec, and plain dblink's catch, disconnect, connect
-    and retry. Only backends the benchmark opened itself are terminated. The toolkit must
-    be installed; helpers live in pg_temp and the dblink connections are closed at the end.
+    Paths: exec; exec through a minimal wrapper (the floor for any wrapper); query of a
+    scalar; query of a row type; exec with a timeout (raw: send, poll, get the result); exec
+    with resolve (a one-row UPDATE of a temporary remote table); and the first statement
+    after the remote backend was terminated (raw: catch, disconnect, connect, retry).
+    Calls are timed server-side, in rounds on one dblink connection, raw and toolkit
+    alternating, and printed as the median and p99 per call with the µs the toolkit adds.
+    --sessions N also runs N sessions side by side and prints the toolkit's calls/s as a
+    share of raw dblink's. Only backends the benchmark opened itself are terminated. The
+    toolkit must be installed; helpers live in pg_temp and the dblink connections are closed
+    at the end.
 
     \b
     Example:
-        pgdblink-safe bench --dsn "dbname=app" --target "host=db2 dbname=app" --json
+        pgdblink-safe bench --dsn "dbname=app" --target "host=db2 dbname=app" --sessions 4
     """
     with _connect(dsn, also_secret=target or "") as conn:
         if target is None:
             password = psycopg.conninfo.conninfo_to_dict(dsn).get("password")
             target = bench.default_target(conn, None if password is None else str(password))
         result = bench.run_bench(
-            conn, target, calls=calls, rounds=rounds, schema=schema, progress=_progress
+            conn,
+            target,
+            calls=calls,
+            calls_per_round=calls_per_round,
+            rounds=rounds,
+            sessions=sessions,
+            session_seconds=duration,
+            connect=lambda: psycopg.connect(dsn, autocommit=True, connect_timeout=10),
+            schema=schema,
+            progress=_progress,
         )
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2, sort_keys=True))

@@ -1,5 +1,6 @@
-"""pgdblink-safe bench: the shape and sanity of its figures and what it leaves behind."""
+"""pgdblink-safe bench: its arithmetic, its output, and one real run that leaves nothing behind."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -11,8 +12,11 @@ from servers import Server, wait_for
 
 import pgdblink_safe
 from pgdblink_safe import bench
+from pgdblink_safe.cli import _bench_lines
 from pgdblink_safe.errors import BenchError
 from pgdblink_safe.generator import latest_version
+
+PATH_NAMES = [path.name for path in bench.PATHS]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -44,10 +48,16 @@ def objects(conn: psycopg.Connection[Any]) -> set[str]:
     return {row[0] for row in rows}
 
 
-def bench_helpers(conn: psycopg.Connection[Any]) -> list[str]:
-    """The benchmark's helper functions, in any schema, temporary ones included."""
+def bench_objects(conn: psycopg.Connection[Any]) -> list[str]:
+    """The benchmark's functions, types and tables, in any schema, temporary ones included."""
     rows = conn.execute(
-        r"SELECT oid::regprocedure::text FROM pg_proc WHERE proname LIKE 'pgdblink\_safe\_bench%'"
+        r"""
+        SELECT oid::regprocedure::text FROM pg_proc WHERE proname LIKE 'pgdblink\_safe\_bench%'
+        UNION ALL
+        SELECT typname FROM pg_type WHERE typname LIKE 'pgdblink\_safe\_bench%'
+        UNION ALL
+        SELECT relname FROM pg_class WHERE relname LIKE 'pgdblink\_safe\_bench%'
+        """
     ).fetchall()
     return [row[0] for row in rows]
 
@@ -61,15 +71,180 @@ def wait_for_backends(server: Server, dbname: str, expected: list[int]) -> None:
     )
 
 
-def test_json_figures_are_sane_and_nothing_is_left_behind(
-    installed: psycopg.Connection[Any],
+def comparison(path: bench.Path, raw: tuple[float, float], toolkit: tuple[float, float]) -> Any:
+    return bench.Comparison(path, bench.Figures(*raw), bench.Figures(*toolkit))
+
+
+def made_up_result(sessions: int = 0) -> bench.BenchResult:
+    """A result with round figures, as run_bench would build it."""
+    latency = tuple(
+        comparison(path, (80.0 + i, 200.0), (90.0 + 2 * i, 250.5))
+        for i, path in enumerate(bench.PATHS)
+    )
+    throughput = tuple(bench.Throughput(path, 10000.0, 7400.0) for path in bench.PATHS)
+    return bench.BenchResult(
+        server_version="15.18",
+        server_version_num=150018,
+        schema="dblink_safe",
+        installed_version=2,
+        validation_window_ms=1000,
+        calls_per_round=50,
+        latency_rounds=100,
+        warmup_rounds=1,
+        latency=latency,
+        recovery=comparison(bench.RECOVERY, (2700.0, 4800.0), (3400.0, 4900.0)),
+        recovery_rounds=20,
+        same_remote_backend=True,
+        sessions=sessions,
+        session_seconds=2.0 if sessions else 0.0,
+        throughput=throughput if sessions else (),
+    )
+
+
+def test_percentile_interpolates_like_percentile_cont() -> None:
+    assert bench.percentile([3.0], 0.99) == 3.0
+    assert bench.percentile([4.0, 1.0, 3.0, 2.0], 0.5) == 2.5
+    assert bench.percentile([float(v) for v in range(101)], 0.99) == 99.0
+    with pytest.raises(ValueError):
+        bench.percentile([], 0.5)
+
+
+def test_figures_are_median_and_p99_of_per_call_figures() -> None:
+    per_call = bench.per_call_us([1000.0, 3000.0, 2000.0, 500.0], 10)
+    assert per_call == [100.0, 300.0, 200.0, 50.0]
+    result = bench.figures(per_call)
+    assert result.median_us == 150.0
+    assert result.p99_us == pytest.approx(297.0)
+
+
+def test_added_microseconds_ratio_and_share() -> None:
+    assert bench.added_us(95.0, 85.0) == 10.0
+    assert bench.added_us(80.0, 85.0) == -5.0
+    assert bench.ratio(95.0, 80.0) == pytest.approx(1.1875)
+    assert bench.ratio(1.0, 0.0) is None
+    assert bench.rounded(None) is None
+    assert bench.rounded(1.23456) == 1.2346
+    assert bench.Throughput(bench.PATHS[0], 10000.0, 7400.0).share == pytest.approx(0.74)
+    assert bench.Throughput(bench.PATHS[0], 0.0, 7400.0).share is None
+
+
+def test_calls_per_second_adds_up_sessions_that_ran_side_by_side() -> None:
+    # Two sessions: 1000 calls in 1 s and 500 in 0.5 s are 2000 calls/s together.
+    assert bench.calls_per_second([(1000, 1_000_000.0), (500, 500_000.0)]) == 2000.0
+    assert bench.calls_per_second([(0, 0.0), (300, 1_000_000.0)]) == 300.0
+    assert bench.calls_per_second([]) == 0.0
+
+
+def test_calls_are_split_into_rounds_no_bigger_than_asked() -> None:
+    assert bench.split_calls(5000, 50) == (100, 50)
+    assert bench.split_calls(120, 50) == (3, 50)
+    assert bench.split_calls(20, 50) == (1, 20)
+    with pytest.raises(ValueError):
+        bench.split_calls(0, 50)
+    with pytest.raises(ValueError):
+        bench.split_calls(10, 0)
+
+
+def test_rounds_alternate_which_side_goes_first() -> None:
+    assert [bench.sides_in_round(n) for n in range(3)] == [
+        ("raw", "toolkit"),
+        ("toolkit", "raw"),
+        ("raw", "toolkit"),
+    ]
+
+
+def test_every_path_has_both_sides_and_a_unique_name() -> None:
+    names = [*PATH_NAMES, bench.RECOVERY.name]
+    assert len(set(names)) == len(names)
+    for path in bench.PATHS:
+        raw, toolkit = bench._CALLS[path.name]
+        assert "{dblink}" in raw and "safe_dblink" not in raw
+        assert "{toolkit}" in toolkit or "pgdblink_safe_bench_floor" in toolkit
+    assert set(bench._CALLS) == set(PATH_NAMES)
+
+
+def test_json_holds_every_path_with_added_microseconds_and_ratio() -> None:
+    data = json.loads(json.dumps(made_up_result().as_dict()))
+    assert data["calls"] == 5000
+    assert (data["calls_per_round"], data["latency_rounds"]) == (50, 100)
+    assert data["throughput"] is None
+    assert data["statements"]["stmt"] == bench.STATEMENT
+    assert list(data["paths"]) == [*PATH_NAMES, "recovery"]
+    assert data["paths"]["exec"] == {
+        "toolkit": "safe_dblink_exec(c, stmt)",
+        "raw": "dblink_exec(c, stmt)",
+        "median": {"raw_us": 80.0, "toolkit_us": 90.0, "added_us": 10.0, "ratio": 1.125},
+        "p99": {"raw_us": 200.0, "toolkit_us": 250.5, "added_us": 50.5, "ratio": 1.2525},
+    }
+    assert data["paths"]["recovery"]["median"] == {
+        "raw_us": 2700.0,
+        "toolkit_us": 3400.0,
+        "added_us": 700.0,
+        "ratio": 1.2593,
+    }
+
+
+def test_json_throughput_with_sessions() -> None:
+    data = json.loads(json.dumps(made_up_result(sessions=4).as_dict()))
+    assert data["throughput"]["sessions"] == 4
+    assert data["throughput"]["seconds_per_side"] == 2.0
+    assert list(data["throughput"]["paths"]) == PATH_NAMES
+    assert data["throughput"]["paths"]["exec_resolve"] == {
+        "raw_calls_per_s": 10000.0,
+        "toolkit_calls_per_s": 7400.0,
+        "share": 0.74,
+    }
+
+
+def test_table() -> None:
+    lines = _bench_lines(made_up_result(sessions=4))
+    assert lines[:3] == [
+        "server      PostgreSQL 15.18",
+        "toolkit     schema dblink_safe, version 2, validation window 1000 ms",
+        "calls       5000 of each side of each path: 100 round(s) of 50, raw and toolkit "
+        "alternating on one connection (after 1 warm-up round)",
+    ]
+    median = lines.index("median per call                raw µs  toolkit µs  added µs  ratio")
+    assert lines[median + 1 : median + 3] == [
+        "exec                             80.0        90.0     +10.0   1.12",
+        "exec, minimal wrapper (floor)    81.0        92.0     +11.0   1.14",
+    ]
+    assert lines[median + 7] == "recovery after terminate       2700.0      3400.0    +700.0   1.26"
+    p99 = lines.index("p99 per call                   raw µs  toolkit µs  added µs  ratio")
+    assert lines[p99 + 1] == "exec                            200.0       250.5     +50.5   1.25"
+    sessions = lines.index("4 sessions, 2 s a side         raw calls/s  toolkit calls/s  share")
+    assert (
+        lines[sessions + 1] == "exec                                 10000             7400   0.74"
+    )
+    assert lines[sessions + 6].startswith("exec, resolve => true ")
+    legend = lines.index("exec                           toolkit  safe_dblink_exec(c, stmt)")
+    assert lines[legend + 1] == "                               raw      dblink_exec(c, stmt)"
+    assert len(lines) == legend + 2 * (len(bench.PATHS) + 1)
+
+
+def test_table_without_sessions_or_with_a_replaced_connection() -> None:
+    result = made_up_result()
+    assert not any("calls/s" in line for line in _bench_lines(result))
+    replaced = dataclasses.replace(result, same_remote_backend=False)
+    assert "warning     the connection was replaced during the measurement" in _bench_lines(
+        replaced
+    )
+
+
+def test_a_run_with_sessions_and_quoted_schemas_leaves_nothing_behind(
+    conn: psycopg.Connection[Any],
     local: Server,
     local_db: str,
     remote: Server,
     remote_db: str,
     target: str,
 ) -> None:
-    before_objects = objects(installed)
+    # Names that only work when quoted: the helpers must compose them, never paste them.
+    conn.execute('CREATE SCHEMA "dblink $x$ ext"')
+    conn.execute('ALTER EXTENSION dblink SET SCHEMA "dblink $x$ ext"')
+    schema = 'Safe "Kit"'
+    pgdblink_safe.install(conn, pgdblink_safe.Settings(schema=schema))
+    before_objects = objects(conn)
     before_remote = remote.backend_pids(remote_db)
     before_local = local.backend_pids(local_db)
 
@@ -79,69 +254,52 @@ def test_json_figures_are_sane_and_nothing_is_left_behind(
         local.client_conninfo(local_db),
         "--target",
         target,
+        "--schema",
+        schema,
         "--calls",
-        "200",
-        "--rounds",
+        "6",
+        "--calls-per-round",
         "3",
+        "--rounds",
+        "2",
+        "--sessions",
+        "2",
+        "--duration",
+        "0.1",
         "--json",
     )
+
     assert result.returncode == 0, result.stderr
-    assert "benchmarking 200 calls each of raw dblink_exec, a minimal wrapper" in result.stderr
-    assert "measuring recovery after pg_terminate_backend: 3 rounds" in result.stderr
+    assert "timing 6 paths against raw dblink: 2 round(s) of 3 calls" in result.stderr
+    assert "measuring recovery after pg_terminate_backend: 2 rounds" in result.stderr
+    assert "measuring calls/s with 2 concurrent session(s)" in result.stderr
     data = json.loads(result.stdout)
-
-    assert data["calls"] == 200
-    assert data["rounds"] == 3
-    assert data["schema"] == "dblink_safe"
+    assert data["schema"] == schema
     assert data["installed_version"] == latest_version()
-    assert data["validation_window_ms"] == 1000
     assert data["server_version_num"] == local.version_num
+    assert (data["calls"], data["calls_per_round"], data["latency_rounds"]) == (6, 3, 2)
+    assert data["recovery_rounds"] == 2
     assert data["same_remote_backend"] is True
-    latency = data["latency_us"]
-    for side in ("raw", "floor", "safe"):
-        assert 0 < latency[side]["median"] <= latency[side]["p99"]
-    for figure in ("median", "p99"):
-        expected = latency["safe"][figure] / latency["raw"][figure]
-        assert latency["ratio"][figure] == pytest.approx(expected, rel=1e-3)
-        expected = latency["floor"][figure] / latency["raw"][figure]
-        assert latency["floor_ratio"][figure] == pytest.approx(expected, rel=1e-3)
-    for side in ("safe", "plain"):
-        recovery = data["recovery_ms"][side]
-        assert 0 < recovery["median"] <= recovery["max"]
+    # --json sorts the keys.
+    assert sorted(data["paths"]) == sorted([*PATH_NAMES, "recovery"])
+    for figures in data["paths"].values():
+        for quantile in ("median", "p99"):
+            row = figures[quantile]
+            assert set(row) == {"raw_us", "toolkit_us", "added_us", "ratio"}
+            assert row["added_us"] == pytest.approx(row["toolkit_us"] - row["raw_us"], abs=0.02)
+    assert data["throughput"]["sessions"] == 2
+    assert sorted(data["throughput"]["paths"]) == sorted(PATH_NAMES)
+    for rates in data["throughput"]["paths"].values():
+        assert set(rates) == {"raw_calls_per_s", "toolkit_calls_per_s", "share"}
 
-    assert objects(installed) == before_objects
-    assert bench_helpers(installed) == []
+    # Every session's dblink connections are closed, on both servers; with them the
+    # temporary helpers, type and remote table.
     wait_for_backends(remote, remote_db, before_remote)
     wait_for_backends(local, local_db, before_local)
-
-
-def test_text_table_with_the_default_target(
-    installed: psycopg.Connection[Any], local: Server, local_db: str
-) -> None:
-    before_local = local.backend_pids(local_db)
-    result = run(
-        "bench", "--dsn", local.client_conninfo(local_db), "--calls", "50", "--rounds", "2"
-    )
-    assert result.returncode == 0, result.stderr
-    labels = [line.split("  ")[0] for line in result.stdout.splitlines()]
-    assert labels == [
-        "server",
-        "toolkit",
-        "calls",
-        "",
-        "raw dblink_exec",
-        "minimal wrapper (floor)",
-        "safe_dblink_exec",
-        "ratio floor / raw",
-        "ratio safe / raw",
-        "recovery after pg_terminate_backend (2 rounds)",
-        "safe_dblink_exec (reconnects itself)",
-        "plain: fail, disconnect, connect, exec",
-    ]
-    assert "50 of each, interleaved on one connection" in result.stdout
-    assert "validation window 1000 ms" in result.stdout
-    # The loopback connections went to the database itself; they are all closed again.
-    wait_for_backends(local, local_db, before_local)
+    assert objects(conn) == before_objects
+    assert bench_objects(conn) == []
+    with remote.connect(remote_db) as remote_conn:
+        assert bench_objects(remote_conn) == []
 
 
 def test_not_installed_is_one_line_exit_1(local: Server, local_db: str) -> None:
@@ -163,31 +321,7 @@ def test_unreachable_target_is_exit_2_without_its_password(
     assert result.stderr.startswith("Error: could not open dblink connection")
     assert "Sup3rSecret" not in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
-    assert bench_helpers(installed) == []
-
-
-def test_api_with_quoted_schemas_cleans_up_its_own_session(
-    conn: psycopg.Connection[Any], target: str
-) -> None:
-    # Names that only work when quoted: the helpers must compose them, never paste them.
-    conn.execute('CREATE SCHEMA "dblink $x$ ext"')
-    conn.execute('ALTER EXTENSION dblink SET SCHEMA "dblink $x$ ext"')
-    schema = 'Safe "Kit"'
-    pgdblink_safe.install(conn, pgdblink_safe.Settings(schema=schema, validation_window_ms=0))
-    lines: list[str] = []
-
-    result = bench.run_bench(conn, target, calls=20, rounds=1, schema=schema, progress=lines.append)
-
-    assert result.schema == schema
-    assert result.validation_window_ms == 0
-    assert (result.calls, result.rounds) == (20, 1)
-    assert result.raw.median_us > 0 and result.safe.median_us > 0
-    assert result.as_dict()["latency_us"]["ratio"]["median"] is not None
-    assert any(line.startswith("benchmarking 20 calls each of raw") for line in lines)
-    # Same session: the helpers and the dblink connections are gone before the session ends.
-    assert bench_helpers(conn) == []
-    row = conn.execute('SELECT "dblink $x$ ext".dblink_get_connections()').fetchone()
-    assert row is not None and row[0] is None
+    assert bench_objects(installed) == []
 
 
 def test_api_refuses_a_session_already_using_its_names(
@@ -201,12 +335,16 @@ def test_api_refuses_a_session_already_using_its_names(
         installed.execute("SELECT dblink_disconnect('pgdblink_safe_bench')")
 
 
-def test_api_needs_autocommit(local: Server, local_db: str, target: str) -> None:
+def test_api_needs_autocommit_and_a_way_to_open_sessions(
+    conn: psycopg.Connection[Any], local: Server, local_db: str, target: str
+) -> None:
     with (
-        local.connect(local_db, autocommit=False) as conn,
+        local.connect(local_db, autocommit=False) as manual,
         pytest.raises(BenchError, match="autocommit"),
     ):
-        bench.run_bench(conn, target)
+        bench.run_bench(manual, target)
+    with pytest.raises(BenchError, match="sessions needs a way to connect"):
+        bench.run_bench(conn, target, sessions=2)
 
 
 def test_default_target_is_the_connections_own_database(
@@ -218,11 +356,3 @@ def test_default_target_is_the_connections_own_database(
     assert parsed["port"] == str(conn.info.port)
     assert parsed["password"] == "p w'd"
     assert "password" not in psycopg.conninfo.conninfo_to_dict(bench.default_target(conn))
-
-
-def test_percentile_interpolates_like_percentile_cont() -> None:
-    assert bench.percentile([3.0], 0.99) == 3.0
-    assert bench.percentile([4.0, 1.0, 3.0, 2.0], 0.5) == 2.5
-    assert bench.percentile([float(v) for v in range(101)], 0.99) == 99.0
-    with pytest.raises(ValueError):
-        bench.percentile([], 0.5)
