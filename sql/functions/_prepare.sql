@@ -9,7 +9,7 @@ AS $fn$
 DECLARE
     key text;
     target text;
-    state text;
+    hot record;
     now_s numeric := EXTRACT(epoch FROM pg_catalog.clock_timestamp());
     alive boolean;
 BEGIN
@@ -19,7 +19,7 @@ BEGIN
     END IF;
     key := {{ schema }}._key(conn_name);
     target := NULLIF(pg_catalog.current_setting({{ guc_target }} || key, true), '');
-    state := NULLIF(pg_catalog.current_setting({{ guc_hot }} || key, true), '');
+    SELECT * INTO hot FROM {{ schema }}._hot(conn_name);
     -- dblink_exec would read an unknown name as a foreign server or connection string and
     -- either fail with a parse error or run the statement somewhere else.
     IF (conn_name = ANY ({{ dblink }}.dblink_get_connections())) IS NOT TRUE THEN
@@ -39,29 +39,23 @@ BEGIN
         -- A result nobody collected (a cancelled call, an abandoned dblink_send_query): the
         -- connection is replaced rather than drained, which could wait without bound (below).
         NULL;
-    ELSIF state IS NOT NULL AND (
-           (pg_catalog.split_part(state, ' ', 3) <> '0'
-            AND now_s >= pg_catalog.split_part(state, ' ', 3)::numeric)
-        OR (pg_catalog.split_part(state, ' ', 4) <> '0'
-            AND now_s - pg_catalog.split_part(state, ' ', 1)::numeric
-                > pg_catalog.split_part(state, ' ', 4)::numeric)) THEN
+    ELSIF (hot.recycle_at <> 0 AND now_s >= hot.recycle_at)
+          OR (hot.max_idle <> 0 AND now_s - hot.last_used > hot.max_idle) THEN
         -- Past its lifetime or idle beyond its limit: replaced without asking (below), unless
         -- a remote transaction is open on it.
         IF {{ schema }}._in_tx(conn_name) THEN
             RETURN;
         END IF;
     ELSIF {{ dblink }}.dblink_error_message(conn_name) <> 'OK'
-          OR state IS NULL
-          OR now_s - pg_catalog.split_part(state, ' ', 1)::numeric > window_s THEN
+          OR hot.last_used IS NULL
+          OR now_s - hot.last_used > window_s THEN
         alive := {{ schema }}._is_alive(conn_name);
         PERFORM {{ schema }}._note(conn_name, pg_catalog.jsonb_build_object(
             'validated', alive, 'validated_at', now_s));
         IF alive THEN
             PERFORM pg_catalog.set_config({{ guc_hot }} || key,
-                pg_catalog.concat_ws(' ', now_s,
-                    COALESCE(NULLIF(pg_catalog.split_part(state, ' ', 2), ''), '0'),
-                    COALESCE(NULLIF(pg_catalog.split_part(state, ' ', 3), ''), '0'),
-                    COALESCE(NULLIF(pg_catalog.split_part(state, ' ', 4), ''), '0')),
+                pg_catalog.concat_ws(' ', now_s, COALESCE(hot.uses, 0),
+                    COALESCE(hot.recycle_at, 0), COALESCE(hot.max_idle, 0)),
                 false);
             RETURN;
         END IF;

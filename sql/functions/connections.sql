@@ -24,7 +24,7 @@ DECLARE
     open_names text[];
     link text;
     info jsonb;
-    state text;
+    hot record;
     raw_target text;
 BEGIN
     -- Connections of transactions that have ended are closed first, not listed.
@@ -42,21 +42,21 @@ BEGIN
             CONTINUE WHEN {{ schema }}._link(conn_name) <> link;
         END IF;
         info := {{ schema }}._meta(link);
-        state := NULLIF(pg_catalog.current_setting({{ guc_hot }} || {{ schema }}._key(link), true), '');
+        SELECT * INTO hot FROM {{ schema }}._hot(link);
         raw_target := NULLIF(pg_catalog.current_setting({{ guc_target }} || {{ schema }}._key(link), true), '');
         scope := COALESCE(info ->> 'scope', 'session');
         target := {{ schema }}._mask_target(raw_target);
         is_open := link = ANY (open_names);
         opened_at := pg_catalog.to_timestamp((info ->> 'opened_at')::double precision);
-        last_used_at := pg_catalog.to_timestamp(NULLIF(pg_catalog.split_part(state, ' ', 1), '')::double precision);
-        uses := NULLIF(pg_catalog.split_part(state, ' ', 2), '')::bigint;
+        last_used_at := pg_catalog.to_timestamp(hot.last_used::double precision);
+        uses := hot.uses;
         reconnects := (info ->> 'reconnects')::integer;
         remote_transaction := {{ schema }}._in_tx(link);
         last_error_sqlstate := info ->> 'last_error';
         last_error_at := pg_catalog.to_timestamp((info ->> 'last_error_at')::double precision);
         last_validation_ok := (info ->> 'validated')::boolean;
         last_validated_at := pg_catalog.to_timestamp((info ->> 'validated_at')::double precision);
-        recycle_at := pg_catalog.to_timestamp(NULLIF(NULLIF(pg_catalog.split_part(state, ' ', 3), ''), '0')::double precision);
+        recycle_at := pg_catalog.to_timestamp(NULLIF(hot.recycle_at, 0)::double precision);
         -- Options the toolkit adds to connection strings; a foreign server must carry its own.
         -- NULL for connection strings, which get the toolkit's safe options.
         SELECT ARRAY(

@@ -70,7 +70,7 @@ BEGIN
                     false);
                 IF status IN ('BEGIN', 'START TRANSACTION', 'COMMIT', 'ROLLBACK', 'PREPARE TRANSACTION') THEN
                     PERFORM {{ schema }}._note_tag(conn_name, sql, status);
-                ELSIF pg_catalog.strpos(sql, ';') > 0 THEN
+                ELSIF pg_catalog.strpos(pg_catalog.rtrim(sql, E' \t\n\r;'), ';') > 0 THEN
                     PERFORM {{ schema }}._note_statements(conn_name, sql);
                 END IF;
                 RETURN status;
