@@ -1,4 +1,6 @@
-CREATE OR REPLACE FUNCTION {{ schema }}._wait(conn_name text, sql text, timeout_s numeric, started timestamptz)
+CREATE OR REPLACE FUNCTION {{ schema }}._wait(
+    conn_name text, sql text, timeout_s numeric, started timestamptz
+)
 RETURNS void
 LANGUAGE plpgsql
 VOLATILE

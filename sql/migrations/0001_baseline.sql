@@ -729,7 +729,9 @@ $fn$;
 COMMENT ON FUNCTION {{ schema }}._prepare(text, numeric, integer, numeric) IS
 'pgdblink_safe internal: makes a connection usable (the slow path of every call) or raises';
 -- source: functions/_wait.sql
-CREATE OR REPLACE FUNCTION {{ schema }}._wait(conn_name text, sql text, timeout_s numeric, started timestamptz)
+CREATE OR REPLACE FUNCTION {{ schema }}._wait(
+    conn_name text, sql text, timeout_s numeric, started timestamptz
+)
 RETURNS void
 LANGUAGE plpgsql
 VOLATILE
