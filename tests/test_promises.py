@@ -157,7 +157,12 @@ def test_a_failed_first_step_of_resolve_does_not_poison_the_connection(
         # The remote transaction the first step opened was rolled back: the connection works.
         assert insert(installed, "plain") == "INSERT 0 1"
         assert ensure(installed, limited) == "reused"
-        assert [state for _, state in remote_sessions(remote, remote_db)] == ["idle"]
+        # One idle remote session (the setup's own sessions may linger a moment).
+        wait_for(
+            lambda: [state for _, state in remote_sessions(remote, remote_db)] == ["idle"],
+            10,
+            "one idle remote session",
+        )
         assert rows(remote, remote_db, "x") == 0
         assert rows(remote, remote_db, "plain") == 1
     finally:

@@ -320,8 +320,15 @@ def test_remote_tx_commits_with_the_local_transaction(
         installed.execute("INSERT INTO local_rows VALUES ('rt')")
         # Not visible remotely before the local commit.
         assert rows(remote, remote_db, "rt") == 0
-        states = {state for _, state in remote_sessions(remote, remote_db)}
-        assert states == {"idle in transaction"}
+        # The session that counted the rows may linger a moment after it closed.
+        wait_for(
+            lambda: (
+                {state for _, state in remote_sessions(remote, remote_db)}
+                == {"idle in transaction"}
+            ),
+            10,
+            "the remote transaction to be the only remote session",
+        )
         listed = installed.execute(
             "SELECT scope, remote_transaction FROM dblink_safe.connections()"
         ).fetchall()
