@@ -283,6 +283,42 @@ END;
 $fn$;
 COMMENT ON FUNCTION dblink_safe._rows_refused(text, text) IS
 'pgdblink_safe internal: 2F003 for a statement that returned rows, saying that it ran';
+-- source: functions/_lost_connection.sql
+CREATE OR REPLACE FUNCTION dblink_safe._lost_connection(
+    link text, err_state text, err_message text, committing boolean
+)
+RETURNS boolean
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    listed boolean := (link = ANY (public.dblink_get_connections())) IS TRUE;
+BEGIN
+    -- A COMMIT cut off by the call's own timeout (which closed the connection) or by a local
+    -- cancel (the COMMIT still running: the connection is closed here) may commit all the
+    -- same: lost, for the caller to resolve. Any other cancel is not about the connection.
+    IF err_state = '57014' THEN
+        IF NOT committing THEN
+            RETURN false;
+        END IF;
+        IF listed AND public.dblink_is_busy(link) = 1 THEN
+            PERFORM public.dblink_disconnect(link);
+            RETURN true;
+        END IF;
+        RETURN NOT listed;
+    END IF;
+    -- An error that can mean a broken connection, from a connection that no longer answers:
+    -- a remote RAISE of 08006 lost nothing. dblink also reports an empty result as 08006,
+    -- with the connection's own message still 'OK'; _forget_broken tells that apart.
+    RETURN dblink_safe._is_broken(err_state, err_message)
+       AND NOT (listed AND public.dblink_error_message(link) <> 'OK'
+                AND dblink_safe._is_alive(link));
+END;
+$fn$;
+COMMENT ON FUNCTION dblink_safe._lost_connection(text, text, text, boolean) IS
+'pgdblink_safe internal: true when an error after sending means the connection is lost (and '
+'its statement''s outcome unknown), false when it is the remote''s own error';
 -- source: functions/_conninfo_decode.sql
 CREATE OR REPLACE FUNCTION dblink_safe._conninfo_decode(
     str text, strict_mode boolean DEFAULT TRUE, trim_spaces boolean DEFAULT FALSE
@@ -1257,13 +1293,7 @@ BEGIN
                 GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE,
                                         err_message = MESSAGE_TEXT,
                                         err_detail = PG_EXCEPTION_DETAIL;
-                -- An error is the remote's own, whatever its SQLSTATE, while the connection
-                -- still answers: a remote RAISE of 08006 lost nothing. (dblink also reports
-                -- an empty result as 08006, with the connection's own message still 'OK':
-                -- the full path says what that was.)
-                IF NOT dblink_safe._is_broken(err_state, err_message)
-                   OR (public.dblink_error_message(conn_name) <> 'OK'
-                       AND dblink_safe._is_alive(conn_name)) THEN
+                IF NOT dblink_safe._lost_connection(conn_name, err_state, err_message, false) THEN
                     IF err_state = '2F003' THEN
                         PERFORM dblink_safe._rows_refused(conn_name, err_message);
                     END IF;
@@ -1716,24 +1746,9 @@ BEGIN
                 IF err_state = '57014' AND NOT committing THEN
                     RAISE;
                 END IF;
-                listed := (conn_name = ANY (public.dblink_get_connections())) IS TRUE;
-                -- Lost: an error that can mean a broken connection, from a connection that no
-                -- longer answers (a remote RAISE of 08006 lost nothing), or a COMMIT cut off by
-                -- the call's own timeout (which closed the connection) or by a local cancel
-                -- (the COMMIT still running: the connection is closed here).
-                IF err_state = '57014' THEN
-                    IF listed AND public.dblink_is_busy(conn_name) = 1 THEN
-                        PERFORM public.dblink_disconnect(conn_name);
-                        listed := false;
-                    END IF;
-                    lost := NOT listed;
-                ELSIF dblink_safe._is_broken(err_state, err_message) THEN
-                    lost := NOT (listed AND public.dblink_error_message(conn_name) <> 'OK'
-                                 AND dblink_safe._is_alive(conn_name));
-                ELSE
-                    lost := false;
-                END IF;
+                lost := dblink_safe._lost_connection(conn_name, err_state, err_message, committing);
                 IF NOT lost THEN
+                    listed := (conn_name = ANY (public.dblink_get_connections())) IS TRUE;
                     IF began AND listed THEN
                         -- A remote error inside the toolkit's own transaction: end it, so that
                         -- the connection stays usable.
@@ -1879,11 +1894,7 @@ BEGIN
             GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE,
                                     err_message = MESSAGE_TEXT,
                                     err_detail = PG_EXCEPTION_DETAIL;
-            -- The remote's own error, whatever its SQLSTATE, while the connection answers.
-            IF NOT dblink_safe._is_broken(err_state, err_message)
-               OR ((conn_name = ANY (public.dblink_get_connections())) IS TRUE
-                   AND public.dblink_error_message(conn_name) <> 'OK'
-                   AND dblink_safe._is_alive(conn_name)) THEN
+            IF NOT dblink_safe._lost_connection(conn_name, err_state, err_message, false) THEN
                 RAISE;
             END IF;
         END;
@@ -2115,26 +2126,10 @@ BEGIN
         PERFORM dblink_safe._mark_tx(link, false);
         RETURN;
     END IF;
+    -- A remote deferred trigger may raise 08006 itself; remote_commit_timeout or a local
+    -- cancel may stop the wait while the COMMIT goes on.
+    lost := err_state IS NOT NULL AND dblink_safe._lost_connection(link, err_state, err_message, true);
     listed := (link = ANY (public.dblink_get_connections())) IS TRUE;
-    -- Lost: an error that can mean a broken connection from a connection that no longer
-    -- answers (a remote deferred trigger may raise 08006 itself), or the COMMIT cut off by
-    -- remote_commit_timeout, which closed the connection.
-    IF err_state IS NULL THEN
-        lost := false;
-    ELSIF dblink_safe._is_broken(err_state, err_message) THEN
-        lost := NOT (listed AND public.dblink_error_message(link) <> 'OK'
-                     AND dblink_safe._is_alive(link));
-    ELSIF err_state = '57014' THEN
-        -- remote_commit_timeout closed the connection, or a local cancel stopped the wait
-        -- with the COMMIT still running: either way it may commit.
-        IF listed AND public.dblink_is_busy(link) = 1 THEN
-            PERFORM public.dblink_disconnect(link);
-            listed := false;
-        END IF;
-        lost := NOT listed;
-    ELSE
-        lost := false;
-    END IF;
     IF listed THEN
         PERFORM public.dblink_disconnect(link);
     END IF;

@@ -420,3 +420,35 @@ def test_a_refused_connection_is_still_retried(installed: Conn, remote: Server) 
     error = error_of(ensure, installed, target, max_attempts=3, retry_budget="2 s")
     assert error.sqlstate == "08001"
     assert "(3 attempt(s)" in (error.diag.message_detail or "")
+
+
+# --- the hot path with a timeout, lost after sending --------------------------------------
+
+
+@pytest.mark.parametrize("idempotent", [False, True], ids=["plain", "idempotent"])
+def test_the_timeout_hot_path_lost_after_sending(
+    local: Server,
+    local_db: str,
+    installed: Conn,
+    target: str,
+    remote: Server,
+    remote_db: str,
+    idempotent: bool,
+) -> None:
+    """A fresh connection takes the hot path; killed mid-statement, the same rules hold."""
+    statement = "INSERT INTO items (note) SELECT 'hot timeout' FROM pg_sleep(0.5)"
+
+    def work(conn: Conn) -> str:
+        ensure(conn, target)
+        return exec_(conn, statement, idempotent=idempotent, timeout="10 s")
+
+    outcome = in_background(local, local_db, work)
+    pid = backend_when(remote, remote_db, "wait_event = 'PgSleep'")
+    remote.execute(sql.SQL("SELECT pg_terminate_backend({})").format(sql.Literal(pid)))
+    result = finish(outcome)
+    if idempotent:
+        assert result.get("result") == "INSERT 0 1", result.get("error")
+        assert rows(remote, remote_db, "hot timeout") == 1
+    else:
+        assert result["error"].sqlstate == "08007"
+        assert rows(remote, remote_db, "hot timeout") == 0

@@ -118,24 +118,9 @@ BEGIN
                 IF err_state = '57014' AND NOT committing THEN
                     RAISE;
                 END IF;
-                listed := (conn_name = ANY ({{ dblink }}.dblink_get_connections())) IS TRUE;
-                -- Lost: an error that can mean a broken connection, from a connection that no
-                -- longer answers (a remote RAISE of 08006 lost nothing), or a COMMIT cut off by
-                -- the call's own timeout (which closed the connection) or by a local cancel
-                -- (the COMMIT still running: the connection is closed here).
-                IF err_state = '57014' THEN
-                    IF listed AND {{ dblink }}.dblink_is_busy(conn_name) = 1 THEN
-                        PERFORM {{ dblink }}.dblink_disconnect(conn_name);
-                        listed := false;
-                    END IF;
-                    lost := NOT listed;
-                ELSIF {{ schema }}._is_broken(err_state, err_message) THEN
-                    lost := NOT (listed AND {{ dblink }}.dblink_error_message(conn_name) <> 'OK'
-                                 AND {{ schema }}._is_alive(conn_name));
-                ELSE
-                    lost := false;
-                END IF;
+                lost := {{ schema }}._lost_connection(conn_name, err_state, err_message, committing);
                 IF NOT lost THEN
+                    listed := (conn_name = ANY ({{ dblink }}.dblink_get_connections())) IS TRUE;
                     IF began AND listed THEN
                         -- A remote error inside the toolkit's own transaction: end it, so that
                         -- the connection stays usable.

@@ -35,26 +35,10 @@ BEGIN
         PERFORM {{ schema }}._mark_tx(link, false);
         RETURN;
     END IF;
+    -- A remote deferred trigger may raise 08006 itself; remote_commit_timeout or a local
+    -- cancel may stop the wait while the COMMIT goes on.
+    lost := err_state IS NOT NULL AND {{ schema }}._lost_connection(link, err_state, err_message, true);
     listed := (link = ANY ({{ dblink }}.dblink_get_connections())) IS TRUE;
-    -- Lost: an error that can mean a broken connection from a connection that no longer
-    -- answers (a remote deferred trigger may raise 08006 itself), or the COMMIT cut off by
-    -- remote_commit_timeout, which closed the connection.
-    IF err_state IS NULL THEN
-        lost := false;
-    ELSIF {{ schema }}._is_broken(err_state, err_message) THEN
-        lost := NOT (listed AND {{ dblink }}.dblink_error_message(link) <> 'OK'
-                     AND {{ schema }}._is_alive(link));
-    ELSIF err_state = '57014' THEN
-        -- remote_commit_timeout closed the connection, or a local cancel stopped the wait
-        -- with the COMMIT still running: either way it may commit.
-        IF listed AND {{ dblink }}.dblink_is_busy(link) = 1 THEN
-            PERFORM {{ dblink }}.dblink_disconnect(link);
-            listed := false;
-        END IF;
-        lost := NOT listed;
-    ELSE
-        lost := false;
-    END IF;
     IF listed THEN
         PERFORM {{ dblink }}.dblink_disconnect(link);
     END IF;

@@ -83,13 +83,7 @@ BEGIN
                 GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE,
                                         err_message = MESSAGE_TEXT,
                                         err_detail = PG_EXCEPTION_DETAIL;
-                -- An error is the remote's own, whatever its SQLSTATE, while the connection
-                -- still answers: a remote RAISE of 08006 lost nothing. (dblink also reports
-                -- an empty result as 08006, with the connection's own message still 'OK':
-                -- the full path says what that was.)
-                IF NOT {{ schema }}._is_broken(err_state, err_message)
-                   OR ({{ dblink }}.dblink_error_message(conn_name) <> 'OK'
-                       AND {{ schema }}._is_alive(conn_name)) THEN
+                IF NOT {{ schema }}._lost_connection(conn_name, err_state, err_message, false) THEN
                     IF err_state = '2F003' THEN
                         PERFORM {{ schema }}._rows_refused(conn_name, err_message);
                     END IF;

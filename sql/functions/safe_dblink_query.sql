@@ -77,11 +77,7 @@ BEGIN
             GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE,
                                     err_message = MESSAGE_TEXT,
                                     err_detail = PG_EXCEPTION_DETAIL;
-            -- The remote's own error, whatever its SQLSTATE, while the connection answers.
-            IF NOT {{ schema }}._is_broken(err_state, err_message)
-               OR ((conn_name = ANY ({{ dblink }}.dblink_get_connections())) IS TRUE
-                   AND {{ dblink }}.dblink_error_message(conn_name) <> 'OK'
-                   AND {{ schema }}._is_alive(conn_name)) THEN
+            IF NOT {{ schema }}._lost_connection(conn_name, err_state, err_message, false) THEN
                 RAISE;
             END IF;
         END;
