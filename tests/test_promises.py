@@ -13,6 +13,7 @@ from calls import (
     exec_,
     insert,
     listing,
+    query_value,
     raw_remote_pid,
     rows,
     scalar,
@@ -452,3 +453,29 @@ def test_the_timeout_hot_path_lost_after_sending(
     else:
         assert result["error"].sqlstate == "08007"
         assert rows(remote, remote_db, "hot timeout") == 0
+
+
+@pytest.mark.parametrize("idempotent", [False, True], ids=["plain", "idempotent"])
+def test_a_query_lost_after_sending(
+    local: Server,
+    local_db: str,
+    installed: Conn,
+    target: str,
+    remote: Server,
+    remote_db: str,
+    idempotent: bool,
+) -> None:
+    """safe_dblink_query killed mid-query: 08007, or run again when idempotent."""
+
+    def work(conn: Conn) -> object:
+        ensure(conn, target)
+        return query_value(conn, "SELECT 42 FROM pg_sleep(0.5)", "integer", idempotent=idempotent)
+
+    outcome = in_background(local, local_db, work)
+    pid = backend_when(remote, remote_db, "wait_event = 'PgSleep'")
+    remote.execute(sql.SQL("SELECT pg_terminate_backend({})").format(sql.Literal(pid)))
+    result = finish(outcome)
+    if idempotent:
+        assert result.get("result") == 42, result.get("error")
+    else:
+        assert result["error"].sqlstate == "08007"
