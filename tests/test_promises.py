@@ -479,3 +479,55 @@ def test_a_query_lost_after_sending(
         assert result.get("result") == 42, result.get("error")
     else:
         assert result["error"].sqlstate == "08007"
+
+
+# --- a name reopened elsewhere by plain dblink calls -------------------------------------
+
+
+@pytest.mark.parametrize("elsewhere", ["another database", "another cluster"])
+def test_a_name_reopened_elsewhere_with_plain_dblink_is_noticed_at_the_next_probe(
+    installed: Conn, target: str, remote: Server, remote_db: str, local: Server, elsewhere: str
+) -> None:
+    other_db = f"{remote_db}_other"
+    server = remote if elsewhere == "another database" else local
+    server.create_database(other_db)
+    try:
+        server.execute(
+            "CREATE TABLE items (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, note text)",
+            dbname=other_db,
+        )
+        ensure(installed, target)
+        assert insert(installed, "first") == "INSERT 0 1"
+        installed.execute("SELECT dblink_disconnect('r')")
+        installed.execute("SELECT dblink_connect('r', %s)", (server.conninfo(other_db),))
+        # A call that probes (a zero validation window) refuses to send anything there.
+        error = error_of(insert, installed, "sent elsewhere", validation_window="0 s")
+        assert error.sqlstate == "55000"
+        assert '"r" no longer leads where ensure_dblink_conn opened it' in str(error)
+        assert other_db in (error.diag.message_detail or "")
+        assert remote_db in (error.diag.message_detail or "")
+        assert "ensure_dblink_conn('r'" in (error.diag.message_hint or "")
+        assert rows(server, other_db, "sent elsewhere") == 0
+        # So does a query, and so does every call after it: the name is still not ours.
+        again = error_of(query_value, installed, "SELECT 1", "integer", validation_window="0 s")
+        assert again.sqlstate == "55000"
+        assert rows(remote, remote_db, "sent elsewhere") == 0
+        # ensure_dblink_conn, when it probes, points it back where it says.
+        assert ensure(installed, target, validation_window="0 s") == "reconnected"
+        assert insert(installed, "back home") == "INSERT 0 1"
+        assert rows(remote, remote_db, "back home") == 1
+        assert rows(server, other_db, "back home") == 0
+    finally:
+        installed.execute("SELECT dblink_disconnect(n) FROM unnest(dblink_get_connections()) AS n")
+        server.drop_database(other_db)
+
+
+def test_a_name_reopened_to_the_same_place_is_used_as_before(
+    installed: Conn, target: str, remote: Server, remote_db: str
+) -> None:
+    ensure(installed, target)
+    installed.execute("SELECT dblink_disconnect('r')")
+    installed.execute("SELECT dblink_connect('r', %s)", (target,))
+    assert insert(installed, "same place", validation_window="0 s") == "INSERT 0 1"
+    assert ensure(installed, target, validation_window="0 s") == "reused"
+    assert rows(remote, remote_db, "same place") == 1

@@ -12,6 +12,8 @@ DECLARE
     hot record;
     now_s numeric := EXTRACT(epoch FROM pg_catalog.clock_timestamp());
     alive boolean;
+    leads_to text;
+    opened_to text;
 BEGIN
     PERFORM {{ schema }}._check_name(conn_name);
     IF window_s IS NULL OR window_s < 0 THEN
@@ -49,9 +51,25 @@ BEGIN
     ELSIF {{ dblink }}.dblink_error_message(conn_name) <> 'OK'
           OR hot.last_used IS NULL
           OR now_s - hot.last_used > window_s THEN
-        alive := {{ schema }}._is_alive(conn_name);
+        leads_to := {{ schema }}._probe(conn_name);
+        alive := leads_to IS NOT NULL;
         PERFORM {{ schema }}._note(conn_name, pg_catalog.jsonb_build_object(
             'validated', alive, 'validated_at', now_s));
+        opened_to := {{ schema }}._meta(conn_name) ->> 'leads_to';
+        IF leads_to <> '' AND opened_to <> '' AND leads_to <> opened_to THEN
+            -- Closed and opened again by plain dblink calls under the same name: statements
+            -- must not go to a place other than the one this session's bookkeeping names,
+            -- and a reconnect would silently move them back.
+            RAISE EXCEPTION 'dblink connection "%" no longer leads where ensure_dblink_conn opened it', conn_name
+                USING ERRCODE = '55000',
+                      DETAIL = pg_catalog.format(
+                          'Opened to %s (database/role/system identifier); it now reaches %s.',
+                          opened_to, leads_to),
+                      HINT = pg_catalog.format(
+                          'The name was reopened with plain dblink_connect. Call '
+                          '%s.ensure_dblink_conn(%L, <target>) to point it where it should lead.',
+                          {{ schema_literal }}, conn_name);
+        END IF;
         IF alive THEN
             PERFORM pg_catalog.set_config({{ guc_hot }} || key,
                 pg_catalog.concat_ws(' ', now_s, COALESCE(hot.uses, 0),

@@ -105,7 +105,16 @@ BEGIN
         -- whose state was rolled back, or that was opened by plain dblink_connect, could
         -- point anywhere.
         opened := {{ schema }}._meta(link) ->> 'opened_at';
-        PERFORM {{ schema }}._prepare(link, window_s, attempts, budget_s);
+        BEGIN
+            PERFORM {{ schema }}._prepare(link, window_s, attempts, budget_s);
+        EXCEPTION WHEN object_not_in_prerequisite_state THEN
+            -- Reopened elsewhere by plain dblink calls: this call says where it should lead.
+            -- A remote transaction it had was lost with the connection it replaced.
+            IF {{ schema }}._in_tx(link) THEN
+                RAISE;
+            END IF;
+            PERFORM {{ schema }}._reopen(link, target, true, attempts, budget_s);
+        END;
         outcome := CASE WHEN ({{ schema }}._meta(link) ->> 'opened_at') IS DISTINCT FROM opened
             THEN 'reconnected' ELSE 'reused' END;
     ELSIF {{ schema }}._in_tx(link) THEN
