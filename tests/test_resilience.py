@@ -352,6 +352,53 @@ def test_typed_query_without_column_list(
     assert again == [("q1",), ("q2",)]
 
 
+def test_query_follows_a_row_type_altered_between_calls(
+    installed: Conn, target: str, remote: Server, remote_db: str
+) -> None:
+    remote.execute("INSERT INTO items (note) VALUES ('t1')", remote_db)
+    installed.execute("CREATE TYPE item_row AS (id bigint, note text)")
+    ensure(installed, target)
+    query = "SELECT * FROM dblink_safe.safe_dblink_query('r', %s, NULL::item_row)"
+    assert installed.execute(query, ("SELECT id, note FROM items",)).fetchall() == [(1, "t1")]
+    # Within the validation window (the hot path), in the same session: the new columns.
+    installed.execute("ALTER TYPE item_row ADD ATTRIBUTE size integer")
+    got = installed.execute(query, ("SELECT id, note, length(note) FROM items",)).fetchall()
+    assert got == [(1, "t1", 2)]
+    installed.execute("ALTER TYPE item_row DROP ATTRIBUTE note")
+    installed.execute("ALTER TYPE item_row ALTER ATTRIBUTE size TYPE numeric(4, 1)")
+    got = installed.execute(query, ("SELECT id, 7.25 FROM items",)).fetchall()
+    assert [(i, str(v)) for i, v in got] == [(1, "7.3")]
+    assert listing(installed)["uses"] == 3
+
+
+def test_query_remote_error_keeps_its_sqlstate_and_the_connection(
+    installed: Conn, target: str
+) -> None:
+    ensure(installed, target)
+    pid = raw_remote_pid(installed)
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        query_value(installed, "SELECT 1 / 0", "integer")
+    with pytest.raises(psycopg.errors.UndefinedTable):
+        query_value(installed, "SELECT count(*) FROM no_such_table", "bigint")
+    # A remote error loses nothing: the same connection answers next.
+    assert query_value(installed, "SELECT 5", "integer") == 5
+    assert raw_remote_pid(installed) == pid
+    assert listing(installed)["reconnects"] == 0
+
+
+def test_query_on_a_connection_closed_while_idle_reconnects_before_sending(
+    installed: Conn, target: str, remote: Server, remote_db: str
+) -> None:
+    ensure(installed, target)
+    pid = raw_remote_pid(installed)
+    remote.terminate_backends(remote_db)
+    remote.wait_backends_gone([pid], remote_db)
+    # Not idempotent, and still run: the loss was seen before anything was sent.
+    assert query_value(installed, "SELECT 6", "integer") == 6
+    assert raw_remote_pid(installed) != pid
+    assert listing(installed)["reconnects"] == 1
+
+
 def test_max_lifetime_recycles_the_connection(installed: Conn, target: str) -> None:
     ensure(installed, target, max_lifetime="200 milliseconds")
     first = raw_remote_pid(installed)

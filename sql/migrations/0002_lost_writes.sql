@@ -988,6 +988,76 @@ END;
 $fn$;
 COMMENT ON FUNCTION {{ schema }}._scrub(text, text) IS
 'pgdblink_safe internal: an error text with every secret of the target masked';
+-- source: functions/_probe.sql
+CREATE OR REPLACE FUNCTION {{ schema }}._probe(conn_name text)
+RETURNS text
+LANGUAGE plpgsql
+VOLATILE
+{{ function_settings }}
+AS $fn$
+DECLARE
+    started timestamptz := pg_catalog.clock_timestamp();
+    nap numeric := 0.0005;
+    err_state text;
+    err_message text;
+    leads_to text;
+BEGIN
+    -- One row that names where the connection leads: the database, the role and the
+    -- cluster's system identifier. A pooler that spreads one client connection over the
+    -- servers of one cluster (a primary and its standbys) gives the same answer from each.
+    IF {{ dblink }}.dblink_send_query(conn_name,
+        'SELECT pg_catalog.concat_ws(''/'', pg_catalog.current_database(), CURRENT_USER, '
+        '(SELECT c.system_identifier FROM pg_catalog.pg_control_system() AS c))') <> 1 THEN
+        RETURN NULL;
+    END IF;
+    WHILE {{ dblink }}.dblink_is_busy(conn_name) = 1 LOOP
+        IF pg_catalog.clock_timestamp() - started
+           >= pg_catalog.make_interval(secs => {{ connect_timeout_s }}) THEN
+            -- Silent for as long as a connect may take: dead. The caller closes it.
+            RETURN NULL;
+        END IF;
+        PERFORM pg_catalog.pg_sleep(nap::double precision);
+        nap := LEAST(nap * 2, 0.01);
+    END LOOP;
+    BEGIN
+        SELECT p.identity INTO leads_to
+        FROM {{ dblink }}.dblink_get_result(conn_name) AS p(identity text);
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE, err_message = MESSAGE_TEXT;
+        -- Leave the connection ready for the next statement.
+        BEGIN
+            PERFORM 1 FROM {{ dblink }}.dblink_get_result(conn_name, false) AS r(ignored text);
+        EXCEPTION WHEN OTHERS THEN
+            NULL;
+        END;
+        -- Any other error (a remote transaction in failed state, say) came from a live
+        -- remote that could not say where it is.
+        RETURN CASE WHEN NOT {{ schema }}._is_broken(err_state, err_message) THEN '' END;
+    END;
+    -- The empty result that ends an asynchronous query must be read before the next one.
+    PERFORM 1 FROM {{ dblink }}.dblink_get_result(conn_name) AS p(identity text);
+    RETURN COALESCE(leads_to, '');
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE, err_message = MESSAGE_TEXT;
+    RETURN CASE WHEN NOT {{ schema }}._is_broken(err_state, err_message) THEN '' END;
+END;
+$fn$;
+COMMENT ON FUNCTION {{ schema }}._probe(text) IS
+'pgdblink_safe internal: proves a listed dblink connection alive with one round trip, within '
+'connect_timeout; returns where it leads (database/role/system identifier), '''' when a live remote '
+'could not say, NULL when dead';
+-- source: functions/_is_alive.sql
+CREATE OR REPLACE FUNCTION {{ schema }}._is_alive(conn_name text)
+RETURNS boolean
+LANGUAGE sql
+VOLATILE
+{{ function_settings }}
+AS $fn$
+    SELECT {{ schema }}._probe(conn_name) IS NOT NULL;
+$fn$;
+COMMENT ON FUNCTION {{ schema }}._is_alive(text) IS
+'pgdblink_safe internal: proves a listed dblink connection alive with one round trip, '
+'within connect_timeout';
 -- source: functions/_open.sql
 CREATE OR REPLACE FUNCTION {{ schema }}._open(conn_name text, target text, listed boolean)
 RETURNS void
@@ -1059,6 +1129,8 @@ BEGIN
     -- A new connection has no remote transaction open.
     PERFORM {{ schema }}._mark_tx(conn_name, false);
     PERFORM {{ schema }}._note(conn_name, pg_catalog.jsonb_build_object(
+        -- Where it leads, to notice the name reopened by plain dblink calls (_prepare).
+        'leads_to', {{ schema }}._probe(conn_name),
         'opened_at', now_s,
         'reconnects', COALESCE((info ->> 'reconnects')::integer, -1) + 1,
         'scope', COALESCE(info ->> 'scope', 'session')));
@@ -1175,7 +1247,16 @@ BEGIN
         -- whose state was rolled back, or that was opened by plain dblink_connect, could
         -- point anywhere.
         opened := {{ schema }}._meta(link) ->> 'opened_at';
-        PERFORM {{ schema }}._prepare(link, window_s, attempts, budget_s);
+        BEGIN
+            PERFORM {{ schema }}._prepare(link, window_s, attempts, budget_s);
+        EXCEPTION WHEN object_not_in_prerequisite_state THEN
+            -- Reopened elsewhere by plain dblink calls: this call says where it should lead.
+            -- A remote transaction it had was lost with the connection it replaced.
+            IF {{ schema }}._in_tx(link) THEN
+                RAISE;
+            END IF;
+            PERFORM {{ schema }}._reopen(link, target, true, attempts, budget_s);
+        END;
         outcome := CASE WHEN ({{ schema }}._meta(link) ->> 'opened_at') IS DISTINCT FROM opened
             THEN 'reconnected' ELSE 'reused' END;
     ELSIF {{ schema }}._in_tx(link) THEN
@@ -1428,6 +1509,8 @@ DECLARE
     hot record;
     now_s numeric := EXTRACT(epoch FROM pg_catalog.clock_timestamp());
     alive boolean;
+    leads_to text;
+    opened_to text;
 BEGIN
     PERFORM {{ schema }}._check_name(conn_name);
     IF window_s IS NULL OR window_s < 0 THEN
@@ -1465,9 +1548,25 @@ BEGIN
     ELSIF {{ dblink }}.dblink_error_message(conn_name) <> 'OK'
           OR hot.last_used IS NULL
           OR now_s - hot.last_used > window_s THEN
-        alive := {{ schema }}._is_alive(conn_name);
+        leads_to := {{ schema }}._probe(conn_name);
+        alive := leads_to IS NOT NULL;
         PERFORM {{ schema }}._note(conn_name, pg_catalog.jsonb_build_object(
             'validated', alive, 'validated_at', now_s));
+        opened_to := {{ schema }}._meta(conn_name) ->> 'leads_to';
+        IF leads_to <> '' AND opened_to <> '' AND leads_to <> opened_to THEN
+            -- Closed and opened again by plain dblink calls under the same name: statements
+            -- must not go to a place other than the one this session's bookkeeping names,
+            -- and a reconnect would silently move them back.
+            RAISE EXCEPTION 'dblink connection "%" no longer leads where ensure_dblink_conn opened it', conn_name
+                USING ERRCODE = '55000',
+                      DETAIL = pg_catalog.format(
+                          'Opened to %s (database/role/system identifier); it now reaches %s.',
+                          opened_to, leads_to),
+                      HINT = pg_catalog.format(
+                          'The name was reopened with plain dblink_connect. Call '
+                          '%s.ensure_dblink_conn(%L, <target>) to point it where it should lead.',
+                          {{ schema_literal }}, conn_name);
+        END IF;
         IF alive THEN
             PERFORM pg_catalog.set_config({{ guc_hot }} || key,
                 pg_catalog.concat_ws(' ', now_s, COALESCE(hot.uses, 0),
@@ -1831,22 +1930,95 @@ VOLATILE
 {{ function_settings }}
 AS $fn$
 DECLARE
-    key text;
+    -- As in safe_dblink_exec: the setting's full name inline, the state read once.
+    key text := {{ guc_hot }} || pg_catalog.encode(pg_catalog.convert_to(conn_name, 'SQL_ASCII'), 'hex');
+    state text := pg_catalog.current_setting(key, true);
     type_oid oid := pg_catalog.pg_typeof(row_type)::oid;
     columns text;
-    window_s numeric := COALESCE(
-        EXTRACT(epoch FROM validation_window), {{ validation_window_s }});
-    attempts integer := COALESCE(max_attempts, {{ max_attempts }});
-    budget_s numeric := COALESCE(
-        EXTRACT(epoch FROM retry_budget), {{ retry_budget_s }});
-    timeout_s numeric := EXTRACT(epoch FROM timeout);
-    started timestamptz := pg_catalog.clock_timestamp();
+    sent boolean;
+    lost boolean := false;
+    -- The full path's, set there: the hot path evaluates no more than it needs.
+    window_s numeric;
+    attempts integer;
+    budget_s numeric;
+    timeout_s numeric;
+    started timestamptz;
     attempt integer := 1;
-    state text;
     err_state text;
     err_message text;
     err_detail text;
 BEGIN
+    -- The column definition list dblink needs, from the row type the caller passed, read
+    -- from the catalog on every call: a list kept from an earlier call could be stale after
+    -- ALTER TYPE, and one kept in a session setting could be planted by another role of the
+    -- session. ARRAY() and not string_agg: an aggregate costs several times the scan here.
+    -- A type without columns is a scalar.
+    columns := NULLIF(pg_catalog.array_to_string(ARRAY(
+        SELECT pg_catalog.quote_ident(a.attname) OPERATOR(pg_catalog.||) ' '
+               OPERATOR(pg_catalog.||) pg_catalog.format_type(a.atttypid, a.atttypmod)
+        FROM pg_catalog.pg_attribute a
+        WHERE a.attrelid = (SELECT t.typrelid FROM pg_catalog.pg_type t WHERE t.oid = type_oid)
+          AND a.attnum > 0 AND NOT a.attisdropped
+        ORDER BY a.attnum), ', '), '');
+    IF columns IS NULL THEN
+        columns := 'value ' || pg_catalog.format_type(type_oid, NULL);
+    END IF;
+    -- The hot path, on the same terms as safe_dblink_exec's: a connection used within the
+    -- validation window, not due for recycling, no option that needs the full path.
+    IF state <> ''
+       AND sql IS NOT NULL AND idempotent IS NOT NULL
+       AND timeout IS NULL AND validation_window IS NULL
+       AND max_attempts IS NULL AND retry_budget IS NULL
+       AND pg_catalog.left(conn_name, 3) <> 'tx:'
+       AND pg_catalog.date_part('epoch', pg_catalog.clock_timestamp())
+           - pg_catalog.split_part(state, ' ', 1)::double precision
+           <= {{ validation_window_s }}
+       AND (pg_catalog.split_part(state, ' ', 3) = '0'
+            OR pg_catalog.date_part('epoch', pg_catalog.clock_timestamp())
+               < pg_catalog.split_part(state, ' ', 3)::double precision)
+       AND (pg_catalog.split_part(state, ' ', 4) = '0'
+            OR pg_catalog.date_part('epoch', pg_catalog.clock_timestamp())
+               - pg_catalog.split_part(state, ' ', 1)::double precision
+               <= pg_catalog.split_part(state, ' ', 4)::double precision)
+    THEN
+        BEGIN
+            IF {{ dblink }}.dblink_is_busy(conn_name) = 0
+               AND {{ dblink }}.dblink_is_busy(conn_name) = 0
+               AND {{ dblink }}.dblink_error_message(conn_name) = 'OK' THEN
+                sent := true;
+                -- dblink gathers every row before it returns one, so an error here leaves
+                -- nothing returned.
+                RETURN QUERY EXECUTE 'SELECT * FROM ' || {{ dblink_literal }}
+                    || '.dblink($1, $2) AS r(' || columns || ')'
+                    USING conn_name, sql;
+                state := pg_catalog.set_config(key,
+                    pg_catalog.concat_ws(' ',
+                        pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()),
+                        pg_catalog.split_part(state, ' ', 2)::bigint + 1,
+                        pg_catalog.split_part(state, ' ', 3),
+                        pg_catalog.split_part(state, ' ', 4)),
+                    false);
+                RETURN;
+            END IF;
+        EXCEPTION WHEN OTHERS THEN
+            -- Before sending: the full path starts over. After: a remote error is the
+            -- caller's; a lost connection is the full path's to heal or report (08007).
+            IF sent THEN
+                GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE,
+                                        err_message = MESSAGE_TEXT,
+                                        err_detail = PG_EXCEPTION_DETAIL;
+                IF NOT {{ schema }}._lost_connection(conn_name, err_state, err_message, false) THEN
+                    RAISE;
+                END IF;
+                lost := true;
+            END IF;
+        END;
+    END IF;
+    window_s := COALESCE(EXTRACT(epoch FROM validation_window), {{ validation_window_s }});
+    attempts := COALESCE(max_attempts, {{ max_attempts }});
+    budget_s := COALESCE(EXTRACT(epoch FROM retry_budget), {{ retry_budget_s }});
+    timeout_s := EXTRACT(epoch FROM timeout);
+    started := pg_catalog.clock_timestamp();
     IF sql IS NULL THEN
         RAISE EXCEPTION 'sql must not be NULL' USING ERRCODE = '22004';
     END IF;
@@ -1859,52 +2031,46 @@ BEGIN
     END IF;
     PERFORM {{ schema }}._check_options(
         timeout, validation_window, max_attempts, retry_budget, NULL, NULL);
-    -- The column definition list dblink needs, from the row type the caller passed.
-    SELECT pg_catalog.string_agg(
-               pg_catalog.format('%I %s', a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod)),
-               ', ' ORDER BY a.attnum)
-    INTO columns
-    FROM pg_catalog.pg_type t
-    JOIN pg_catalog.pg_attribute a ON a.attrelid = t.typrelid
-    WHERE t.oid = type_oid AND a.attnum > 0 AND NOT a.attisdropped;
-    IF columns IS NULL THEN
-        columns := 'value ' || pg_catalog.format_type(type_oid, NULL);
-    END IF;
     PERFORM {{ schema }}._check_user_name(conn_name);
-    PERFORM {{ schema }}._sweep();
-    conn_name := {{ schema }}._link(conn_name);
-    key := {{ schema }}._key(conn_name);
-    PERFORM {{ schema }}._prepare(conn_name, window_s, attempts, budget_s);
-    state := pg_catalog.current_setting({{ guc_hot }} || key, true);
+    IF NOT lost THEN
+        PERFORM {{ schema }}._sweep();
+        conn_name := {{ schema }}._link(conn_name);
+        PERFORM {{ schema }}._prepare(conn_name, window_s, attempts, budget_s);
+    END IF;
+    key := {{ guc_hot }} || {{ schema }}._key(conn_name);
     LOOP
-        BEGIN
-            IF timeout_s IS NULL THEN
-                RETURN QUERY EXECUTE pg_catalog.format(
-                    'SELECT * FROM %s.dblink($1, $2) AS r(%s)', {{ dblink_literal }}, columns)
-                    USING conn_name, sql;
-            ELSE
-                PERFORM {{ schema }}._wait(conn_name, sql, timeout_s, pg_catalog.clock_timestamp());
-                RETURN QUERY EXECUTE pg_catalog.format(
-                    'SELECT * FROM %s.dblink_get_result($1) AS r(%s)', {{ dblink_literal }}, columns)
-                    USING conn_name;
-                PERFORM 1 FROM {{ dblink }}.dblink_get_result(conn_name) AS r(ignored text);
-            END IF;
-            EXIT;
-        EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE,
-                                    err_message = MESSAGE_TEXT,
-                                    err_detail = PG_EXCEPTION_DETAIL;
-            IF NOT {{ schema }}._lost_connection(conn_name, err_state, err_message, false) THEN
-                RAISE;
-            END IF;
-        END;
+        -- Lost after sending on the hot path: that was the first attempt.
+        IF NOT lost THEN
+            BEGIN
+                IF timeout_s IS NULL THEN
+                    RETURN QUERY EXECUTE pg_catalog.format(
+                        'SELECT * FROM %s.dblink($1, $2) AS r(%s)', {{ dblink_literal }}, columns)
+                        USING conn_name, sql;
+                ELSE
+                    PERFORM {{ schema }}._wait(conn_name, sql, timeout_s, pg_catalog.clock_timestamp());
+                    RETURN QUERY EXECUTE pg_catalog.format(
+                        'SELECT * FROM %s.dblink_get_result($1) AS r(%s)', {{ dblink_literal }}, columns)
+                        USING conn_name;
+                    PERFORM 1 FROM {{ dblink }}.dblink_get_result(conn_name) AS r(ignored text);
+                END IF;
+                EXIT;
+            EXCEPTION WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE,
+                                        err_message = MESSAGE_TEXT,
+                                        err_detail = PG_EXCEPTION_DETAIL;
+                IF NOT {{ schema }}._lost_connection(conn_name, err_state, err_message, false) THEN
+                    RAISE;
+                END IF;
+            END;
+        END IF;
+        lost := false;
         PERFORM {{ schema }}._forget_broken(conn_name, err_state, err_message, err_detail);
         PERFORM {{ schema }}._next_attempt(conn_name, err_state, err_message, err_detail,
             idempotent, attempt, attempts, started, budget_s, window_s);
         attempt := attempt + 1;
-        state := pg_catalog.current_setting({{ guc_hot }} || key, true);
     END LOOP;
-    PERFORM pg_catalog.set_config({{ guc_hot }} || key,
+    state := pg_catalog.current_setting(key, true);
+    PERFORM pg_catalog.set_config(key,
         pg_catalog.concat_ws(' ',
             EXTRACT(epoch FROM pg_catalog.clock_timestamp()),
             pg_catalog.split_part(state, ' ', 2)::bigint + 1,
