@@ -79,6 +79,9 @@ BEGIN
     ELSIF NOT open AND dblink_safe._in_tx(link) THEN
         PERFORM pg_catalog.pg_advisory_unlock(dblink_safe._tx_key(link));
     END IF;
+    -- A hint that costs one setting to read, where the lock costs a scan of pg_locks. A local
+    -- rollback can undo it, never the lock: only 'true' is to be trusted, and confirmed.
+    PERFORM dblink_safe._note(link, pg_catalog.jsonb_build_object('tx_open', open));
 END;
 $fn$;
 COMMENT ON FUNCTION dblink_safe._mark_tx(text, boolean) IS
@@ -1001,13 +1004,17 @@ DECLARE
     err_state text;
     err_message text;
     leads_to text;
+    instance text;
 BEGIN
     -- One row that names where the connection leads: the database, the role and the
     -- cluster's system identifier. A pooler that spreads one client connection over the
     -- servers of one cluster (a primary and its standbys) gives the same answer from each.
+    -- With it, the server run it reached, which resolve => true keeps with the ids of its
+    -- transactions: reading it in every transaction would cost more than the statement.
     IF public.dblink_send_query(conn_name,
         'SELECT pg_catalog.concat_ws(''/'', pg_catalog.current_database(), CURRENT_USER, '
-        '(SELECT c.system_identifier FROM pg_catalog.pg_control_system() AS c))') <> 1 THEN
+        '(SELECT c.system_identifier FROM pg_catalog.pg_control_system() AS c)), '
+        || dblink_safe._instance_sql()) <> 1 THEN
         RETURN NULL;
     END IF;
     WHILE public.dblink_is_busy(conn_name) = 1 LOOP
@@ -1020,8 +1027,8 @@ BEGIN
         nap := LEAST(nap * 2, 0.01);
     END LOOP;
     BEGIN
-        SELECT p.identity INTO leads_to
-        FROM public.dblink_get_result(conn_name) AS p(identity text);
+        SELECT p.identity, p.instance INTO leads_to, instance
+        FROM public.dblink_get_result(conn_name) AS p(identity text, instance text);
     EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE, err_message = MESSAGE_TEXT;
         -- Leave the connection ready for the next statement.
@@ -1035,7 +1042,8 @@ BEGIN
         RETURN CASE WHEN NOT dblink_safe._is_broken(err_state, err_message) THEN '' END;
     END;
     -- The empty result that ends an asynchronous query must be read before the next one.
-    PERFORM 1 FROM public.dblink_get_result(conn_name) AS p(identity text);
+    PERFORM 1 FROM public.dblink_get_result(conn_name) AS p(identity text, instance text);
+    PERFORM dblink_safe._note(conn_name, pg_catalog.jsonb_build_object('instance', instance));
     RETURN COALESCE(leads_to, '');
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE, err_message = MESSAGE_TEXT;
@@ -1044,7 +1052,7 @@ END;
 $fn$;
 COMMENT ON FUNCTION dblink_safe._probe(text) IS
 'pgdblink_safe internal: proves a listed dblink connection alive with one round trip, within '
-'connect_timeout; returns where it leads (database/role/system identifier), '''' when a live remote '
+'connect_timeout, and notes the server run it reached; returns where it leads (database/role/system identifier), '''' when a live remote '
 'could not say, NULL when dead';
 -- source: functions/_is_alive.sql
 CREATE OR REPLACE FUNCTION dblink_safe._is_alive(conn_name text)
@@ -1311,6 +1319,7 @@ DECLARE
     state text := pg_catalog.current_setting(key, true);
     -- NULL until the statement is sent (no initializer: one expression fewer to evaluate).
     sent boolean;
+    checked boolean;
     status text;
     err_state text;
     err_message text;
@@ -1322,7 +1331,7 @@ BEGIN
     IF state <> ''
        AND sql IS NOT NULL AND idempotent IS NOT NULL
        AND (timeout IS NULL OR (timeout > interval '0' AND timeout <= interval '1 day'))
-       AND resolve IS FALSE AND validation_window IS NULL
+       AND resolve IS NOT NULL AND validation_window IS NULL
        AND max_attempts IS NULL AND retry_budget IS NULL
        AND pg_catalog.left(conn_name, 3) <> 'tx:'
        AND pg_catalog.date_part('epoch', pg_catalog.clock_timestamp())
@@ -1344,6 +1353,13 @@ BEGIN
             IF public.dblink_is_busy(conn_name) = 0
                AND public.dblink_is_busy(conn_name) = 0
                AND public.dblink_error_message(conn_name) = 'OK' THEN
+                IF resolve THEN
+                    -- The toolkit's own transaction, run by the full path from here on, so
+                    -- that an error in it is never taken for one before sending (below).
+                    checked := true;
+                    RETURN dblink_safe._exec(conn_name, sql, idempotent, timeout, true,
+                        NULL, NULL, NULL, '{}'::jsonb);
+                END IF;
                 sent := true;
                 IF timeout IS NULL THEN
                     status := public.dblink_exec(conn_name, sql);
@@ -1367,6 +1383,9 @@ BEGIN
                 RETURN status;
             END IF;
         EXCEPTION WHEN OTHERS THEN
+            IF checked THEN
+                RAISE;
+            END IF;
             -- Before sending nothing has happened: the full path starts over. After sending,
             -- a remote error is the caller's; a lost connection goes to the full path, which
             -- knows whether the statement may run again.
@@ -1602,9 +1621,9 @@ END;
 $fn$;
 COMMENT ON FUNCTION dblink_safe._prepare(text, numeric, integer, numeric) IS
 'pgdblink_safe internal: makes a connection usable (the slow path of every call) or raises';
--- source: functions/_wait.sql
-CREATE OR REPLACE FUNCTION dblink_safe._wait(
-    conn_name text, sql text, timeout_s numeric, started timestamptz
+-- source: functions/_await.sql
+CREATE OR REPLACE FUNCTION dblink_safe._await(
+    conn_name text, timeout_s numeric, started timestamptz
 )
 RETURNS void
 LANGUAGE plpgsql
@@ -1614,10 +1633,6 @@ AS $fn$
 DECLARE
     nap numeric := 0.0005;
 BEGIN
-    IF public.dblink_send_query(conn_name, sql) <> 1 THEN
-        RAISE EXCEPTION 'could not send query: %', public.dblink_error_message(conn_name)
-            USING ERRCODE = '08006';
-    END IF;
     -- dblink_is_busy reads without blocking. Most statements answer within a few hundred
     -- microseconds, and the shortest sleep PL/pgSQL has lasts about a millisecond: poll
     -- without sleeping for the first 300 µs, then sleep, the naps growing to 10 ms.
@@ -1637,6 +1652,26 @@ BEGIN
             nap := LEAST(nap * 2, 0.01);
         END IF;
     END LOOP;
+END;
+$fn$;
+COMMENT ON FUNCTION dblink_safe._await(text, numeric, timestamptz) IS
+'pgdblink_safe internal: waits until a result of a query sent asynchronously is ready, '
+'closing the connection with 57014 at timeout_s after started';
+-- source: functions/_wait.sql
+CREATE OR REPLACE FUNCTION dblink_safe._wait(
+    conn_name text, sql text, timeout_s numeric, started timestamptz
+)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF public.dblink_send_query(conn_name, sql) <> 1 THEN
+        RAISE EXCEPTION 'could not send query: %', public.dblink_error_message(conn_name)
+            USING ERRCODE = '08006';
+    END IF;
+    PERFORM dblink_safe._await(conn_name, timeout_s, started);
 END;
 $fn$;
 COMMENT ON FUNCTION dblink_safe._wait(text, text, numeric, timestamptz) IS
@@ -1754,6 +1789,13 @@ DECLARE
         THEN 10.0
         ELSE EXTRACT(epoch FROM retry_budget) END;
     attempt integer := 1;
+    -- Set by the hot path, which has checked the arguments and found the connection usable.
+    ready boolean := failure IS NOT NULL;
+    -- The statement alone, without ; between statements: resolved in two round trips.
+    single boolean := pg_catalog.strpos(pg_catalog.rtrim(sql, E' \t\n\r;'), ';') = 0;
+    results text[];
+    info jsonb;
+    sent_at timestamptz;
     status text;
     xid text;
     fresh boolean;
@@ -1777,9 +1819,9 @@ BEGIN
     IF idempotent IS NULL OR resolve IS NULL THEN
         RAISE EXCEPTION 'idempotent and resolve must not be NULL' USING ERRCODE = '22004';
     END IF;
-    PERFORM dblink_safe._check_options(
-        timeout, validation_window, max_attempts, retry_budget, NULL, NULL);
-    IF failure IS NULL THEN
+    IF NOT ready THEN
+        PERFORM dblink_safe._check_options(
+            timeout, validation_window, max_attempts, retry_budget, NULL, NULL);
         -- The hot path never runs for transaction-scoped connections: resolve the name.
         PERFORM dblink_safe._check_user_name(conn_name);
         PERFORM dblink_safe._sweep();
@@ -1794,11 +1836,24 @@ BEGIN
                   HINT = 'Leave the transaction to resolve => true, or pass idempotent => true for a '
                          'statement that is safe to repeat.';
     END IF;
-    key := dblink_safe._key(conn_name);
-    IF failure IS NULL THEN
+    -- _key(conn_name), inline.
+    key := pg_catalog.encode(pg_catalog.convert_to(conn_name, 'SQL_ASCII'), 'hex');
+    IF NOT ready THEN
         PERFORM dblink_safe._prepare(conn_name, window_s, attempts, budget_s);
+    ELSIF failure = '{}'::jsonb THEN
+        -- From the hot path, nothing sent yet.
+        failure := NULL;
     END IF;
     state := pg_catalog.current_setting('dblink_safe.h_' || key, true);
+    IF resolve THEN
+        info := NULLIF(pg_catalog.current_setting('dblink_safe.m_' || key, true), '')::jsonb;
+    END IF;
+    IF (info ->> 'tx_open') = 'true' AND dblink_safe._in_tx(conn_name) THEN
+        RAISE EXCEPTION 'resolve => true needs dblink connection "%" outside a remote transaction', conn_name
+            USING ERRCODE = '25001',
+                  DETAIL = 'Nothing was sent.',
+                  HINT = 'The toolkit commits the statement itself; commit or roll back the open remote transaction first.';
+    END IF;
     LOOP
         IF failure IS NOT NULL THEN
             -- The hot path's first attempt broke after sending: carry on from there.
@@ -1808,11 +1863,67 @@ BEGIN
             failure := NULL;
         ELSE
             BEGIN
-                IF resolve THEN
-                    -- The transaction id and the server instance that gave it, in the round
-                    -- trip that opens the transaction: after a crash or a failover the same id
-                    -- can be handed to another transaction. now() equals statement_timestamp()
-                    -- only when this BEGIN opened the transaction.
+                IF resolve AND single THEN
+                    -- One round trip opens the transaction, takes its id, and runs the
+                    -- statement; a second one commits. now() equals statement_timestamp() only
+                    -- when this BEGIN opened the transaction: otherwise the guard fails, and
+                    -- the statement is skipped. The id is kept with the server run that gave
+                    -- it (after a crash or a failover the same id can be handed to another
+                    -- transaction), which _probe noted when it reached the server: a
+                    -- connection sees one run, or (through a pooler) a later one, which
+                    -- _resolve only ever takes for a crash.
+                    began := true;
+                    sent_at := pg_catalog.clock_timestamp();
+                    IF public.dblink_send_query(conn_name,
+                           'BEGIN; SELECT pg_catalog.pg_current_xact_id()::text, '
+                           'CASE WHEN pg_catalog.now() = pg_catalog.statement_timestamp() THEN true '
+                           'ELSE (''pgdblink_safe: a remote transaction was already open '' '
+                           '|| pg_catalog.now())::boolean END; '
+                           || sql) <> 1 THEN
+                        RAISE EXCEPTION 'could not send query: %', public.dblink_error_message(conn_name)
+                            USING ERRCODE = '08006';
+                    END IF;
+                    IF timeout_s IS NULL THEN
+                        -- The four results in one statement: BEGIN's, the id, the statement's,
+                        -- and the empty one that ends the query, read in that order.
+                        SELECT (SELECT r.status FROM public.dblink_get_result(conn_name) AS r(status text)),
+                               (SELECT r.x FROM public.dblink_get_result(conn_name) AS r(x text, fresh boolean)),
+                               ARRAY(SELECT r.status FROM public.dblink_get_result(conn_name) AS r(status text)),
+                               (SELECT r.status FROM public.dblink_get_result(conn_name) AS r(status text))
+                        INTO status, xid, results, outcome;
+                    ELSE
+                        PERFORM dblink_safe._await(conn_name, timeout_s, sent_at);
+                        PERFORM 1 FROM public.dblink_get_result(conn_name) AS r(status text);
+                        SELECT r.x INTO xid FROM public.dblink_get_result(conn_name) AS r(x text, fresh boolean);
+                        PERFORM dblink_safe._await(conn_name, timeout_s, sent_at);
+                        results := ARRAY(SELECT r.status FROM public.dblink_get_result(conn_name) AS r(status text));
+                        PERFORM dblink_safe._await(conn_name, timeout_s, sent_at);
+                        PERFORM 1 FROM public.dblink_get_result(conn_name) AS r(status text);
+                    END IF;
+                    xid := xid || '@' || COALESCE(info ->> 'instance', '');
+                    -- A command gives one row, its tag; anything else is rows, which
+                    -- dblink_exec would refuse too.
+                    IF pg_catalog.cardinality(results) IS DISTINCT FROM 1
+                       OR results[1] !~ '^[A-Z]+( [A-Z]+)*( [0-9]+)*$' THEN
+                        status := NULL;
+                        RAISE EXCEPTION 'statement returning results not allowed'
+                            USING ERRCODE = '2F003',
+                                  DETAIL = 'It was rolled back: nothing of it committed.',
+                                  HINT = 'Run statements that return rows (SELECT, ... RETURNING) with safe_dblink_query.';
+                    END IF;
+                    status := results[1];
+                    outcome := NULL;
+                    -- Only the COMMIT's outcome can be unknown: a failure before it leaves
+                    -- nothing committed, and the resolution tells what became of the COMMIT.
+                    committing := true;
+                    IF timeout_s IS NULL THEN
+                        PERFORM public.dblink_exec(conn_name, 'COMMIT');
+                    ELSE
+                        PERFORM dblink_safe._status(conn_name, 'COMMIT', timeout_s);
+                    END IF;
+                ELSIF resolve THEN
+                    -- Several statements: each result is the statement's own, so the
+                    -- transaction is opened first, then the statements run, then COMMIT.
                     began := true;
                     SELECT r.x, r.fresh INTO xid, fresh FROM public.dblink(conn_name,
                         pg_catalog.format('BEGIN; SELECT pg_catalog.pg_current_xact_id()::text || ''@'' || %s, '
@@ -1826,8 +1937,6 @@ BEGIN
                                   HINT = 'The toolkit commits the statement itself; commit or roll back the open remote transaction first.';
                     END IF;
                     status := dblink_safe._status(conn_name, sql, timeout_s);
-                    -- Only the COMMIT's outcome can be unknown: a failure before it leaves
-                    -- nothing committed, and the resolution tells what became of the COMMIT.
                     committing := true;
                     PERFORM dblink_safe._status(conn_name, 'COMMIT', timeout_s);
                 ELSIF timeout_s IS NULL THEN
@@ -1849,9 +1958,30 @@ BEGIN
                 IF NOT lost THEN
                     listed := (conn_name = ANY (public.dblink_get_connections())) IS TRUE;
                     IF began AND listed THEN
-                        -- A remote error inside the toolkit's own transaction: end it, so that
-                        -- the connection stays usable.
+                        -- A remote error inside the toolkit's own transaction: collect what is
+                        -- left of the query and end the transaction, so that the connection
+                        -- stays usable.
+                        IF public.dblink_is_busy(conn_name) = 0 THEN
+                            PERFORM 1 FROM public.dblink_get_result(conn_name, false) AS r(ignored text);
+                        END IF;
                         PERFORM public.dblink_exec(conn_name, 'ROLLBACK', false);
+                        IF err_state = '22P02'
+                           AND pg_catalog.strpos(err_message, 'pgdblink_safe: a remote transaction was already open') > 0 THEN
+                            PERFORM dblink_safe._mark_tx(conn_name, false);
+                            RAISE EXCEPTION 'resolve => true needs dblink connection "%" outside a remote transaction', conn_name
+                                USING ERRCODE = '25001',
+                                      DETAIL = 'A remote transaction was open on it; the statement did not run, and '
+                                               'that transaction, failed by the check, was rolled back.',
+                                      HINT = 'The toolkit commits the statement itself; commit or roll back the '
+                                             'open remote transaction first.';
+                        END IF;
+                        IF err_state = '42804'
+                           AND err_message LIKE 'remote query result rowtype does not match%' THEN
+                            RAISE EXCEPTION 'statement returning results not allowed'
+                                USING ERRCODE = '2F003',
+                                      DETAIL = 'It was rolled back: nothing of it committed.',
+                                      HINT = 'Run statements that return rows (SELECT, ... RETURNING) with safe_dblink_query.';
+                        END IF;
                     ELSIF err_state = '2F003' AND status IS NULL THEN
                         PERFORM dblink_safe._rows_refused(conn_name, err_message);
                     END IF;
@@ -1861,7 +1991,8 @@ BEGIN
         END IF;
         -- The connection broke after the statement was sent.
         PERFORM dblink_safe._forget_broken(conn_name, err_state, err_message, err_detail);
-        IF resolve AND status IS NOT NULL THEN
+        -- Resolving, a COMMIT never sent leaves nothing committed: run it again.
+        IF resolve AND committing THEN
             outcome := dblink_safe._resolve(conn_name, xid, attempts, budget_s);
             EXIT WHEN outcome = 'committed';
             IF outcome <> 'aborted' THEN

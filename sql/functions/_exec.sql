@@ -27,6 +27,13 @@ DECLARE
         THEN {{ retry_budget_s }}
         ELSE EXTRACT(epoch FROM retry_budget) END;
     attempt integer := 1;
+    -- Set by the hot path, which has checked the arguments and found the connection usable.
+    ready boolean := failure IS NOT NULL;
+    -- The statement alone, without ; between statements: resolved in two round trips.
+    single boolean := pg_catalog.strpos(pg_catalog.rtrim(sql, E' \t\n\r;'), ';') = 0;
+    results text[];
+    info jsonb;
+    sent_at timestamptz;
     status text;
     xid text;
     fresh boolean;
@@ -50,9 +57,9 @@ BEGIN
     IF idempotent IS NULL OR resolve IS NULL THEN
         RAISE EXCEPTION 'idempotent and resolve must not be NULL' USING ERRCODE = '22004';
     END IF;
-    PERFORM {{ schema }}._check_options(
-        timeout, validation_window, max_attempts, retry_budget, NULL, NULL);
-    IF failure IS NULL THEN
+    IF NOT ready THEN
+        PERFORM {{ schema }}._check_options(
+            timeout, validation_window, max_attempts, retry_budget, NULL, NULL);
         -- The hot path never runs for transaction-scoped connections: resolve the name.
         PERFORM {{ schema }}._check_user_name(conn_name);
         PERFORM {{ schema }}._sweep();
@@ -67,11 +74,24 @@ BEGIN
                   HINT = 'Leave the transaction to resolve => true, or pass idempotent => true for a '
                          'statement that is safe to repeat.';
     END IF;
-    key := {{ schema }}._key(conn_name);
-    IF failure IS NULL THEN
+    -- _key(conn_name), inline.
+    key := pg_catalog.encode(pg_catalog.convert_to(conn_name, 'SQL_ASCII'), 'hex');
+    IF NOT ready THEN
         PERFORM {{ schema }}._prepare(conn_name, window_s, attempts, budget_s);
+    ELSIF failure = '{}'::jsonb THEN
+        -- From the hot path, nothing sent yet.
+        failure := NULL;
     END IF;
     state := pg_catalog.current_setting({{ guc_hot }} || key, true);
+    IF resolve THEN
+        info := NULLIF(pg_catalog.current_setting({{ guc_meta }} || key, true), '')::jsonb;
+    END IF;
+    IF (info ->> 'tx_open') = 'true' AND {{ schema }}._in_tx(conn_name) THEN
+        RAISE EXCEPTION 'resolve => true needs dblink connection "%" outside a remote transaction', conn_name
+            USING ERRCODE = '25001',
+                  DETAIL = 'Nothing was sent.',
+                  HINT = 'The toolkit commits the statement itself; commit or roll back the open remote transaction first.';
+    END IF;
     LOOP
         IF failure IS NOT NULL THEN
             -- The hot path's first attempt broke after sending: carry on from there.
@@ -81,11 +101,67 @@ BEGIN
             failure := NULL;
         ELSE
             BEGIN
-                IF resolve THEN
-                    -- The transaction id and the server instance that gave it, in the round
-                    -- trip that opens the transaction: after a crash or a failover the same id
-                    -- can be handed to another transaction. now() equals statement_timestamp()
-                    -- only when this BEGIN opened the transaction.
+                IF resolve AND single THEN
+                    -- One round trip opens the transaction, takes its id, and runs the
+                    -- statement; a second one commits. now() equals statement_timestamp() only
+                    -- when this BEGIN opened the transaction: otherwise the guard fails, and
+                    -- the statement is skipped. The id is kept with the server run that gave
+                    -- it (after a crash or a failover the same id can be handed to another
+                    -- transaction), which _probe noted when it reached the server: a
+                    -- connection sees one run, or (through a pooler) a later one, which
+                    -- _resolve only ever takes for a crash.
+                    began := true;
+                    sent_at := pg_catalog.clock_timestamp();
+                    IF {{ dblink }}.dblink_send_query(conn_name,
+                           'BEGIN; SELECT pg_catalog.pg_current_xact_id()::text, '
+                           'CASE WHEN pg_catalog.now() = pg_catalog.statement_timestamp() THEN true '
+                           'ELSE (''pgdblink_safe: a remote transaction was already open '' '
+                           '|| pg_catalog.now())::boolean END; '
+                           || sql) <> 1 THEN
+                        RAISE EXCEPTION 'could not send query: %', {{ dblink }}.dblink_error_message(conn_name)
+                            USING ERRCODE = '08006';
+                    END IF;
+                    IF timeout_s IS NULL THEN
+                        -- The four results in one statement: BEGIN's, the id, the statement's,
+                        -- and the empty one that ends the query, read in that order.
+                        SELECT (SELECT r.status FROM {{ dblink }}.dblink_get_result(conn_name) AS r(status text)),
+                               (SELECT r.x FROM {{ dblink }}.dblink_get_result(conn_name) AS r(x text, fresh boolean)),
+                               ARRAY(SELECT r.status FROM {{ dblink }}.dblink_get_result(conn_name) AS r(status text)),
+                               (SELECT r.status FROM {{ dblink }}.dblink_get_result(conn_name) AS r(status text))
+                        INTO status, xid, results, outcome;
+                    ELSE
+                        PERFORM {{ schema }}._await(conn_name, timeout_s, sent_at);
+                        PERFORM 1 FROM {{ dblink }}.dblink_get_result(conn_name) AS r(status text);
+                        SELECT r.x INTO xid FROM {{ dblink }}.dblink_get_result(conn_name) AS r(x text, fresh boolean);
+                        PERFORM {{ schema }}._await(conn_name, timeout_s, sent_at);
+                        results := ARRAY(SELECT r.status FROM {{ dblink }}.dblink_get_result(conn_name) AS r(status text));
+                        PERFORM {{ schema }}._await(conn_name, timeout_s, sent_at);
+                        PERFORM 1 FROM {{ dblink }}.dblink_get_result(conn_name) AS r(status text);
+                    END IF;
+                    xid := xid || '@' || COALESCE(info ->> 'instance', '');
+                    -- A command gives one row, its tag; anything else is rows, which
+                    -- dblink_exec would refuse too.
+                    IF pg_catalog.cardinality(results) IS DISTINCT FROM 1
+                       OR results[1] !~ '^[A-Z]+( [A-Z]+)*( [0-9]+)*$' THEN
+                        status := NULL;
+                        RAISE EXCEPTION 'statement returning results not allowed'
+                            USING ERRCODE = '2F003',
+                                  DETAIL = 'It was rolled back: nothing of it committed.',
+                                  HINT = 'Run statements that return rows (SELECT, ... RETURNING) with safe_dblink_query.';
+                    END IF;
+                    status := results[1];
+                    outcome := NULL;
+                    -- Only the COMMIT's outcome can be unknown: a failure before it leaves
+                    -- nothing committed, and the resolution tells what became of the COMMIT.
+                    committing := true;
+                    IF timeout_s IS NULL THEN
+                        PERFORM {{ dblink }}.dblink_exec(conn_name, 'COMMIT');
+                    ELSE
+                        PERFORM {{ schema }}._status(conn_name, 'COMMIT', timeout_s);
+                    END IF;
+                ELSIF resolve THEN
+                    -- Several statements: each result is the statement's own, so the
+                    -- transaction is opened first, then the statements run, then COMMIT.
                     began := true;
                     SELECT r.x, r.fresh INTO xid, fresh FROM {{ dblink }}.dblink(conn_name,
                         pg_catalog.format('BEGIN; SELECT pg_catalog.pg_current_xact_id()::text || ''@'' || %s, '
@@ -99,8 +175,6 @@ BEGIN
                                   HINT = 'The toolkit commits the statement itself; commit or roll back the open remote transaction first.';
                     END IF;
                     status := {{ schema }}._status(conn_name, sql, timeout_s);
-                    -- Only the COMMIT's outcome can be unknown: a failure before it leaves
-                    -- nothing committed, and the resolution tells what became of the COMMIT.
                     committing := true;
                     PERFORM {{ schema }}._status(conn_name, 'COMMIT', timeout_s);
                 ELSIF timeout_s IS NULL THEN
@@ -122,9 +196,30 @@ BEGIN
                 IF NOT lost THEN
                     listed := (conn_name = ANY ({{ dblink }}.dblink_get_connections())) IS TRUE;
                     IF began AND listed THEN
-                        -- A remote error inside the toolkit's own transaction: end it, so that
-                        -- the connection stays usable.
+                        -- A remote error inside the toolkit's own transaction: collect what is
+                        -- left of the query and end the transaction, so that the connection
+                        -- stays usable.
+                        IF {{ dblink }}.dblink_is_busy(conn_name) = 0 THEN
+                            PERFORM 1 FROM {{ dblink }}.dblink_get_result(conn_name, false) AS r(ignored text);
+                        END IF;
                         PERFORM {{ dblink }}.dblink_exec(conn_name, 'ROLLBACK', false);
+                        IF err_state = '22P02'
+                           AND pg_catalog.strpos(err_message, 'pgdblink_safe: a remote transaction was already open') > 0 THEN
+                            PERFORM {{ schema }}._mark_tx(conn_name, false);
+                            RAISE EXCEPTION 'resolve => true needs dblink connection "%" outside a remote transaction', conn_name
+                                USING ERRCODE = '25001',
+                                      DETAIL = 'A remote transaction was open on it; the statement did not run, and '
+                                               'that transaction, failed by the check, was rolled back.',
+                                      HINT = 'The toolkit commits the statement itself; commit or roll back the '
+                                             'open remote transaction first.';
+                        END IF;
+                        IF err_state = '42804'
+                           AND err_message LIKE 'remote query result rowtype does not match%' THEN
+                            RAISE EXCEPTION 'statement returning results not allowed'
+                                USING ERRCODE = '2F003',
+                                      DETAIL = 'It was rolled back: nothing of it committed.',
+                                      HINT = 'Run statements that return rows (SELECT, ... RETURNING) with safe_dblink_query.';
+                        END IF;
                     ELSIF err_state = '2F003' AND status IS NULL THEN
                         PERFORM {{ schema }}._rows_refused(conn_name, err_message);
                     END IF;
@@ -134,7 +229,8 @@ BEGIN
         END IF;
         -- The connection broke after the statement was sent.
         PERFORM {{ schema }}._forget_broken(conn_name, err_state, err_message, err_detail);
-        IF resolve AND status IS NOT NULL THEN
+        -- Resolving, a COMMIT never sent leaves nothing committed: run it again.
+        IF resolve AND committing THEN
             outcome := {{ schema }}._resolve(conn_name, xid, attempts, budget_s);
             EXIT WHEN outcome = 'committed';
             IF outcome <> 'aborted' THEN

@@ -10,13 +10,17 @@ DECLARE
     err_state text;
     err_message text;
     leads_to text;
+    instance text;
 BEGIN
     -- One row that names where the connection leads: the database, the role and the
     -- cluster's system identifier. A pooler that spreads one client connection over the
     -- servers of one cluster (a primary and its standbys) gives the same answer from each.
+    -- With it, the server run it reached, which resolve => true keeps with the ids of its
+    -- transactions: reading it in every transaction would cost more than the statement.
     IF {{ dblink }}.dblink_send_query(conn_name,
         'SELECT pg_catalog.concat_ws(''/'', pg_catalog.current_database(), CURRENT_USER, '
-        '(SELECT c.system_identifier FROM pg_catalog.pg_control_system() AS c))') <> 1 THEN
+        '(SELECT c.system_identifier FROM pg_catalog.pg_control_system() AS c)), '
+        || {{ schema }}._instance_sql()) <> 1 THEN
         RETURN NULL;
     END IF;
     WHILE {{ dblink }}.dblink_is_busy(conn_name) = 1 LOOP
@@ -29,8 +33,8 @@ BEGIN
         nap := LEAST(nap * 2, 0.01);
     END LOOP;
     BEGIN
-        SELECT p.identity INTO leads_to
-        FROM {{ dblink }}.dblink_get_result(conn_name) AS p(identity text);
+        SELECT p.identity, p.instance INTO leads_to, instance
+        FROM {{ dblink }}.dblink_get_result(conn_name) AS p(identity text, instance text);
     EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE, err_message = MESSAGE_TEXT;
         -- Leave the connection ready for the next statement.
@@ -44,7 +48,8 @@ BEGIN
         RETURN CASE WHEN NOT {{ schema }}._is_broken(err_state, err_message) THEN '' END;
     END;
     -- The empty result that ends an asynchronous query must be read before the next one.
-    PERFORM 1 FROM {{ dblink }}.dblink_get_result(conn_name) AS p(identity text);
+    PERFORM 1 FROM {{ dblink }}.dblink_get_result(conn_name) AS p(identity text, instance text);
+    PERFORM {{ schema }}._note(conn_name, pg_catalog.jsonb_build_object('instance', instance));
     RETURN COALESCE(leads_to, '');
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE, err_message = MESSAGE_TEXT;
@@ -53,5 +58,5 @@ END;
 $fn$;
 COMMENT ON FUNCTION {{ schema }}._probe(text) IS
 'pgdblink_safe internal: proves a listed dblink connection alive with one round trip, within '
-'connect_timeout; returns where it leads (database/role/system identifier), '''' when a live remote '
+'connect_timeout, and notes the server run it reached; returns where it leads (database/role/system identifier), '''' when a live remote '
 'could not say, NULL when dead';

@@ -20,6 +20,7 @@ DECLARE
     state text := pg_catalog.current_setting(key, true);
     -- NULL until the statement is sent (no initializer: one expression fewer to evaluate).
     sent boolean;
+    checked boolean;
     status text;
     err_state text;
     err_message text;
@@ -31,7 +32,7 @@ BEGIN
     IF state <> ''
        AND sql IS NOT NULL AND idempotent IS NOT NULL
        AND (timeout IS NULL OR (timeout > interval '0' AND timeout <= interval '1 day'))
-       AND resolve IS FALSE AND validation_window IS NULL
+       AND resolve IS NOT NULL AND validation_window IS NULL
        AND max_attempts IS NULL AND retry_budget IS NULL
        AND pg_catalog.left(conn_name, 3) <> 'tx:'
        AND pg_catalog.date_part('epoch', pg_catalog.clock_timestamp())
@@ -53,6 +54,13 @@ BEGIN
             IF {{ dblink }}.dblink_is_busy(conn_name) = 0
                AND {{ dblink }}.dblink_is_busy(conn_name) = 0
                AND {{ dblink }}.dblink_error_message(conn_name) = 'OK' THEN
+                IF resolve THEN
+                    -- The toolkit's own transaction, run by the full path from here on, so
+                    -- that an error in it is never taken for one before sending (below).
+                    checked := true;
+                    RETURN {{ schema }}._exec(conn_name, sql, idempotent, timeout, true,
+                        NULL, NULL, NULL, '{}'::jsonb);
+                END IF;
                 sent := true;
                 IF timeout IS NULL THEN
                     status := {{ dblink }}.dblink_exec(conn_name, sql);
@@ -76,6 +84,9 @@ BEGIN
                 RETURN status;
             END IF;
         EXCEPTION WHEN OTHERS THEN
+            IF checked THEN
+                RAISE;
+            END IF;
             -- Before sending nothing has happened: the full path starts over. After sending,
             -- a remote error is the caller's; a lost connection goes to the full path, which
             -- knows whether the statement may run again.
