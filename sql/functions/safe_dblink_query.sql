@@ -48,7 +48,9 @@ BEGIN
         columns := 'value ' || pg_catalog.format_type(type_oid, NULL);
     END IF;
     -- The hot path, on the same terms as safe_dblink_exec's: a connection used within the
-    -- validation window, not due for recycling, no option that needs the full path.
+    -- validation window, not due for recycling, no option that needs the full path. The test
+    -- is written out here as there, not shared: a function with a pinned search_path costs
+    -- more to call than the test itself.
     IF state <> ''
        AND sql IS NOT NULL AND idempotent IS NOT NULL
        AND timeout IS NULL AND validation_window IS NULL
