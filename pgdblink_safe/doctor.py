@@ -5,6 +5,7 @@ from typing import Any
 
 import psycopg
 
+from pgdblink_safe import _extension
 from pgdblink_safe.generator import latest_version
 from pgdblink_safe.installer import find_dblink_schema, status
 
@@ -35,7 +36,9 @@ EXPLANATIONS: dict[str, tuple[str, str]] = {
         "the toolkit is missing or behind",
         "pgdblink_safe is not installed in the schema, or at an older version than this "
         "package: its fixes are not in the database. Run `pgdblink-safe install` or "
-        "`pgdblink-safe upgrade` (add --dry-run to see what would change).",
+        "`pgdblink-safe upgrade` (add --dry-run to see what would change); when it is "
+        "installed as an extension, install the new version's files and run ALTER EXTENSION "
+        "pgdblink_safe UPDATE.",
     ),
     "PGS004": (
         "this server ends idle sessions",
@@ -82,6 +85,18 @@ EXPLANATIONS: dict[str, tuple[str, str]] = {
         "A function's source contains what looks like a password in a connection string. "
         "Anyone who can read pg_proc can read it. Use a foreign server with a user mapping "
         "instead (see the README's Security section). The password itself is never shown.",
+    ),
+    "PGS010": (
+        "pg_tle extensions and pg_dump",
+        "pg_tle is installed in this database. Extensions registered with pg_tle live in "
+        "functions of the pgtle schema, and a dump restores them only into a database where "
+        "pg_tle is in shared_preload_libraries and CREATE EXTENSION pg_tle ran before the "
+        "restore; older pg_tle releases also dumped CREATE EXTENSION before the functions that "
+        "define it (aws/pg_tle#44), failed on versions registered but never created (#190), "
+        "and on an extension created at a version other than its default (#245). Keep "
+        "pg_tle current, create pgdblink_safe at its default version, and test a restore; "
+        "running the script of `pgdblink-safe export --format pg_tle` on the restored "
+        "database registers any version the restore missed.",
     ),
 }
 
@@ -173,18 +188,34 @@ def diagnose(conn: psycopg.Connection[Any], schema: str = "dblink_safe") -> list
     if dblink_schema is None:
         found.append(Finding("PGS001", "dblink", "the dblink extension is not installed"))
     state = status(conn, schema)
-    if state.installed_version is None:
+    if state.form == "extension" and state.installed_version is None:
+        found.append(
+            Finding(
+                "PGS003",
+                f"schema {schema}",
+                f"extension version {state.extension_version} is unknown to this package, "
+                f"which has {_extension.current_version()}",
+            )
+        )
+    elif state.installed_version is None:
         found.append(Finding("PGS003", f"schema {schema}", "pgdblink_safe is not installed"))
     elif state.installed_version < latest_version():
         found.append(
             Finding(
                 "PGS003",
                 f"schema {schema}",
-                f"installed version {state.installed_version}, this package has {latest_version()}",
+                f"installed version {state.installed_version}, this package has "
+                f"{latest_version()}"
+                + (f" (extension {state.extension_version})" if state.form == "extension" else ""),
             )
         )
     found += _settings_findings(conn)
     if dblink_schema is not None:
         found += _dblink_findings(conn, dblink_schema)
     found += _password_findings(conn, schema)
+    row = conn.execute(
+        "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_tle'"
+    ).fetchone()
+    if row is not None:
+        found.append(Finding("PGS010", "pg_tle", f"pg_tle {row[0]} is installed"))
     return found

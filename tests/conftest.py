@@ -11,6 +11,7 @@ from psycopg import sql
 from servers import Server, ServerError, start_pair, unmet_version
 
 import pgdblink_safe
+from pgdblink_safe._extension import current_version
 
 _TEMPLATE = "pgdblink_safe_tpl"
 _counter = itertools.count()
@@ -110,10 +111,27 @@ def conn(local: Server, local_db: str) -> Iterator[psycopg.Connection[Any]]:
         yield connection
 
 
+#: PGDBLINK_SAFE_INSTALL_FORM=extension makes ``installed`` use CREATE EXTENSION: CI runs the
+#: wrapper, resilience and transaction-scope tests so after `make install` of the exported
+#: extension.
+INSTALL_FORM = os.environ.get("PGDBLINK_SAFE_INSTALL_FORM", "migrations")
+
+
 @pytest.fixture
 def installed(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
-    """``conn`` with the toolkit installed with the default settings."""
-    pgdblink_safe.install(conn)
+    """``conn`` with the toolkit installed with the default settings, in the chosen form."""
+    if INSTALL_FORM == "extension":
+        conn.execute("CREATE EXTENSION pgdblink_safe CASCADE")
+        row = conn.execute(
+            "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pgdblink_safe'"
+        ).fetchone()
+        assert row is not None and row[0] == current_version(), row
+    elif INSTALL_FORM == "migrations":
+        pgdblink_safe.install(conn)
+    else:
+        raise ValueError(
+            f"PGDBLINK_SAFE_INSTALL_FORM must be migrations or extension, not {INSTALL_FORM!r}"
+        )
     return conn
 
 
