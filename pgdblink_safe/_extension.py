@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,8 @@ COMMENT = "pgdblink_safe: safe dblink wrappers for PL/pgSQL"
 #: The script variants: dblink's schema through @extschema:dblink@ (PostgreSQL 16 and
 #: later), or rendered in at export time and checked when the script runs (14 and 15).
 VARIANTS = ("pg16", "pg14")
+
+_CREATE_OR_REPLACE = re.compile(r"^CREATE OR REPLACE FUNCTION ", re.MULTILINE)
 
 #: Quoted for the tag of the dollar-quoted extension SQL in the pg_tle script.
 _TLE_TAG = "$_pgdblink_safe_tle_$"
@@ -93,9 +96,10 @@ def _guard(settings: Settings) -> str:
     expected = literal(settings.dblink_schema)
     return (
         "DO $guard$\nBEGIN\n"
-        "    IF (SELECT n.nspname FROM pg_catalog.pg_extension AS e\n"
-        "        JOIN pg_catalog.pg_namespace AS n ON n.oid = e.extnamespace\n"
-        f"        WHERE e.extname = 'dblink') IS DISTINCT FROM {expected} THEN\n"
+        "    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension AS e\n"
+        "        JOIN pg_catalog.pg_namespace AS n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace\n"
+        "        WHERE e.extname OPERATOR(pg_catalog.=) 'dblink'\n"
+        f"          AND n.nspname OPERATOR(pg_catalog.=) {expected}) THEN\n"
         f"        RAISE EXCEPTION 'pgdblink_safe was exported for dblink in schema %', {expected}\n"
         "            USING ERRCODE = 'object_not_in_prerequisite_state',\n"
         "                  HINT = 'Export it again with --dblink-schema set to the schema "
@@ -109,14 +113,12 @@ def _prologue(settings: Settings, creates_schema: bool) -> str:
     lines = [
         "-- The steps are recorded by the extension's version (pg_extension.extversion); the",
         "-- migration form's installed_migrations table is not part of the extension.",
-    ]
-    lines += [
         "DO $form$",
         "BEGIN",
-        "    IF EXISTS (SELECT 1 FROM pg_catalog.pg_class AS c",
-        "        JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace",
-        f"        WHERE n.nspname = {literal(settings.schema)}"
-        " AND c.relname = 'installed_migrations') THEN",
+        "    IF EXISTS (SELECT FROM pg_catalog.pg_class AS c",
+        "        JOIN pg_catalog.pg_namespace AS n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace",
+        f"        WHERE n.nspname OPERATOR(pg_catalog.=) {literal(settings.schema)}",
+        "          AND c.relname OPERATOR(pg_catalog.=) 'installed_migrations') THEN",
         "        RAISE EXCEPTION 'pgdblink_safe is already installed in schema % by migrations',",
         f"            {literal(settings.schema)}",
         "            USING ERRCODE = 'duplicate_object',",
@@ -149,6 +151,10 @@ def _as_extension(sql: str, settings: Settings, variant: str, creates_schema: bo
         sql = sql.replace(schema_part, _prologue(settings, creates_schema), 1)
     elif creates_schema and "REVOKE ALL ON SCHEMA" in sql:
         raise ConfigurationError("sql/schema.sql changed: the extension scripts need updating")
+    if rest != sql:
+        # An install script creates each function once: plain CREATE fails on an object that
+        # is already there instead of taking it over (the pattern pgspot's PS002 is about).
+        sql = _CREATE_OR_REPLACE.sub("CREATE FUNCTION ", sql)
     guard = _guard(settings) if variant == "pg14" else ""
     return guard + sql
 
