@@ -62,13 +62,6 @@ def current_version() -> str:
     return steps()[-1].version
 
 
-def version_of(step_number: int) -> str:
-    for step in steps():
-        if step.number == step_number:
-            return step.version
-    raise ConfigurationError(f"no release step {step_number:04d}")
-
-
 def step_of(version: str) -> int | None:
     """The release step an extension version stands for, or None when unknown."""
     for step in steps():
