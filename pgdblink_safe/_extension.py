@@ -149,7 +149,25 @@ def _as_extension(sql: str, settings: Settings, variant: str, creates_schema: bo
         # is already there instead of taking it over (the pattern pgspot's PS002 is about).
         sql = _CREATE_OR_REPLACE.sub("CREATE FUNCTION ", sql)
     guard = _guard(settings) if variant == "pg14" else ""
-    return guard + sql
+    return f"{guard}{sql.rstrip()}\n\n{_record(settings)}"
+
+
+#: Starts the part of the extension's comment that holds the settings it was exported with.
+SETTINGS_MARK = "; settings "
+
+
+def _record(settings: Settings) -> str:
+    """What the migration form keeps in installed_migrations.settings: `status` reads it."""
+    described = COMMENT + SETTINGS_MARK + json.dumps(settings.as_dict(), sort_keys=True)
+    return f"COMMENT ON EXTENSION {NAME} IS {literal(described)};\n"
+
+
+def exported_settings(comment: str | None) -> dict[str, object] | None:
+    """The settings an installed extension was exported with, from its comment."""
+    if comment is None or SETTINGS_MARK not in comment:
+        return None
+    values = json.loads(comment.split(SETTINGS_MARK, 1)[1])
+    return values if isinstance(values, dict) else None
 
 
 def install_sql(settings: Settings, variant: str, creates_schema: bool = False) -> str:

@@ -62,9 +62,17 @@ class Status:
     form: str | None = None
     #: pg_extension.extversion when installed as an extension.
     extension_version: str | None = None
+    #: The settings the extension was exported with (kept in its comment).
+    extension_settings: dict[str, Any] | None = None
 
     @property
     def settings(self) -> Settings | None:
+        if self.form == "extension" and self.extension_settings is not None:
+            # On 16 and later the scripts find dblink wherever it is, so report where it is.
+            values = dict(self.extension_settings, schema=self.schema)
+            if self.dblink_schema is not None:
+                values["dblink_schema"] = self.dblink_schema
+            return Settings.from_dict(values)
         return Settings.from_dict(self.applied[-1].settings) if self.applied else None
 
     def as_dict(self) -> dict[str, Any]:
@@ -100,16 +108,20 @@ def find_dblink_schema(conn: psycopg.Connection[Any]) -> str | None:
 class InstalledExtension:
     schema: str
     version: str
+    comment: str | None = None
 
 
 def find_extension(conn: psycopg.Connection[Any]) -> InstalledExtension | None:
     """The pgdblink_safe extension of this database (CREATE EXTENSION), or None."""
     row = conn.execute(
-        "SELECT n.nspname, e.extversion FROM pg_catalog.pg_extension e "
+        "SELECT n.nspname, e.extversion, pg_catalog.obj_description(e.oid, 'pg_extension') "
+        "FROM pg_catalog.pg_extension e "
         "JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = %s",
         [_extension.NAME],
     ).fetchone()
-    return None if row is None else InstalledExtension(str(row[0]), str(row[1]))
+    if row is None:
+        return None
+    return InstalledExtension(str(row[0]), str(row[1]), None if row[2] is None else str(row[2]))
 
 
 def _refuse_extension(conn: psycopg.Connection[Any]) -> None:
@@ -170,6 +182,7 @@ def status(conn: psycopg.Connection[Any], schema: str = "dblink_safe") -> Status
             pending=[m.filename for m in migrations() if step is not None and m.version > step],
             form="extension",
             extension_version=extension.version,
+            extension_settings=_extension.exported_settings(extension.comment),
         )
     done = {m.version for m in applied or []}
     return Status(

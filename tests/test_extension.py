@@ -188,6 +188,8 @@ def test_create_extension_cascade_installs_the_current_code(
         state = pgdblink_safe.status(ext)
         assert (state.form, state.extension_version) == ("extension", CURRENT)
         assert state.installed_version == len(_extension.steps()) and state.pending == []
+        # The settings it was exported with, as the migration form records them.
+        assert state.settings == Settings() == pgdblink_safe.status(cli).settings
         from_extension, from_cli = (
             full_catalog(ext, "dblink_safe"),
             full_catalog(cli, "dblink_safe"),
@@ -441,9 +443,15 @@ def test_the_sql_the_pg_tle_script_embeds_builds_the_toolkit(
         tle.execute("CREATE EXTENSION dblink")
         with tle.transaction():
             for body in bodies:
-                kinds = {type(stmt).__name__ for stmt in statements(body)}
-                assert "TransactionStmt" not in kinds
-                tle.execute(body.encode())
+                parsed = statements(body)
+                assert "TransactionStmt" not in {type(stmt).__name__ for stmt in parsed}
+                # Each script ends by recording its settings in the extension's comment, which
+                # only a script run by CREATE EXTENSION can do: run the rest.
+                assert type(parsed[-1]).__name__ == "CommentStmt"
+                assert parsed[-1].objtype.name == "OBJECT_EXTENSION"
+                record = _extension._record(Settings())
+                assert body.endswith(record)
+                tle.execute(body.removesuffix(record).encode())
         cli.execute("CREATE EXTENSION dblink")
         pgdblink_safe.install(cli)
         from_tle, from_cli = full_catalog(tle, "dblink_safe"), full_catalog(cli, "dblink_safe")
