@@ -492,9 +492,9 @@ def doctor(dsn: str, schema: str, as_json: bool, explain: str | None) -> None:
 
     Checks dblink and the toolkit's version, server settings that end idle sessions,
     keepalives, dblink foreign servers without timeout options, user mappings an ordinary
-    role cannot use, dblink_connect_u open to non-superusers, and passwords written into
-    function bodies (naming the function, never the password). Exit 1 when something is
-    found.
+    role cannot use, dblink_connect_u open to non-superusers, passwords written into
+    function bodies (naming the function, never the password), and pg_tle, whose dumps need
+    care. Exit 1 when something is found.
 
     \b
     Examples:

@@ -11,7 +11,7 @@ import pytest
 from servers import Server
 
 from pgdblink_safe import Settings, render_script
-from pgdblink_safe._extension import current_version
+from pgdblink_safe._extension import _record, current_version
 from pgdblink_safe.generator import latest_version, migrations, render_template
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,7 +90,9 @@ def test_installed_wheel_exports_the_extension_forms(venv: Path, tmp_path: Path)
     )
     sh(venv / "bin" / "pgdblink-safe", "export", "--format", "pg_tle", "--out", "tle", cwd=tmp_path)
     script = tmp_path / "ext" / "pg16" / f"pgdblink_safe--{current_version()}.sql"
-    assert script.read_text().endswith(render_template("privileges.sql", Settings()))
+    text = script.read_text()
+    assert render_template("privileges.sql", Settings()) in text
+    assert text.endswith(_record(Settings()))
     assert (tmp_path / "tle" / "pgdblink_safe--pg_tle.sql").read_text().endswith("COMMIT;\n")
 
 
