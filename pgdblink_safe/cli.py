@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import click
 import psycopg
 
-from pgdblink_safe import __version__, bench, installer
+from pgdblink_safe import __version__, _extension, bench, installer
 from pgdblink_safe import demo as demo_module
 from pgdblink_safe import doctor as doctor_module
 from pgdblink_safe import export as export_module
@@ -205,8 +205,15 @@ def _dry_run(
             click.echo(f"  would {verb} {name}")
 
 
+def _version_message() -> str:
+    return (
+        f"%(prog)s %(version)s: toolkit version {latest_version():04d} "
+        f"(extension version {_extension.current_version()})"
+    )
+
+
 @click.group()
-@click.version_option(__version__, prog_name="pgdblink-safe")
+@click.version_option(__version__, prog_name="pgdblink-safe", message=_version_message())
 def cli() -> None:
     """Install and inspect pgdblink_safe, safe dblink wrappers for PL/pgSQL.
 
@@ -366,6 +373,12 @@ def upgrade(
         return
     with _connect(dsn) as conn:
         before = installer.status(conn, schema)
+        if before.form == "extension":
+            raise InstallError(
+                f"pgdblink_safe is installed as an extension (version "
+                f"{before.extension_version}) in database {before.database}: install the new "
+                "version's files and run ALTER EXTENSION pgdblink_safe UPDATE instead"
+            )
         if before.installed_version is None:
             raise InstallError(
                 f"pgdblink_safe is not installed in schema {schema} of database "
@@ -395,7 +408,9 @@ def upgrade(
     type=click.Choice(export_module.FORMATS),
     required=True,
     help="plain (psql -f, in order), flyway (V<n>__*.sql), alembic (a revision chain), "
-    "dbmate (-- migrate:up/down), sqitch (plan with deploy/revert/verify).",
+    "dbmate (-- migrate:up/down), sqitch (plan with deploy/revert/verify), extension "
+    "(control file, scripts, PGXS Makefile, META.json), pg_tle (one script registering the "
+    "extension with pg_tle).",
 )
 @click.option(
     "--out",
@@ -407,16 +422,20 @@ def upgrade(
 @dblink_schema_option
 @tunable_options(show_default=True)
 def export_command(fmt: str, out: Path, schema: str, dblink_schema: str, **tunables: int) -> None:
-    """Write the migrations as files your migration tool picks up unchanged.
+    """Write the migrations as files your migration tool picks up unchanged, or an extension.
 
-    Each file also records itself in the toolkit's bookkeeping table, so `status` and later
-    `upgrade` runs see the database as if the CLI had installed it. Export again into the
-    same directory after upgrading this package to add the new migrations.
+    Each migration file also records itself in the toolkit's bookkeeping table, so `status`
+    and later `upgrade` runs see the database as if the CLI had installed it. Export again
+    into the same directory after upgrading this package to add the new migrations. The
+    extension form is installed with `make install` and CREATE EXTENSION pgdblink_safe
+    CASCADE; on PostgreSQL 14 and 15 its scripts expect dblink in --dblink-schema.
 
     \b
     Examples:
         pgdblink-safe export --format flyway --out db/migration
         pgdblink-safe export --format dbmate --out db/migrations --schema ops_dblink
+        pgdblink-safe export --format extension --out build/extension
+        pgdblink-safe export --format pg_tle --out build/pg_tle
     """
     try:
         settings = Settings(schema=schema, dblink_schema=dblink_schema, **tunables)
@@ -473,9 +492,9 @@ def doctor(dsn: str, schema: str, as_json: bool, explain: str | None) -> None:
 
     Checks dblink and the toolkit's version, server settings that end idle sessions,
     keepalives, dblink foreign servers without timeout options, user mappings an ordinary
-    role cannot use, dblink_connect_u open to non-superusers, and passwords written into
-    function bodies (naming the function, never the password). Exit 1 when something is
-    found.
+    role cannot use, dblink_connect_u open to non-superusers, passwords written into
+    function bodies (naming the function, never the password), and pg_tle, whose dumps need
+    care. Exit 1 when something is found.
 
     \b
     Examples:
@@ -527,7 +546,17 @@ def status(dsn: str, schema: str, as_json: bool) -> None:
     click.echo(f"database:          {state.database}")
     click.echo(f"schema:            {state.schema}")
     click.echo(f"dblink schema:     {state.dblink_schema or '(dblink is not installed)'}")
-    click.echo(f"installed version: {version if version is not None else '(not installed)'}")
+    forms = {
+        "migrations": "migrations (installed_migrations)",
+        "extension": f"extension {state.extension_version} (pg_extension)",
+        None: "(not installed)",
+    }
+    click.echo(f"form:              {forms[state.form]}")
+    if state.form == "extension" and version is None:
+        shown = f"(extension version {state.extension_version} is not one this package knows)"
+    else:
+        shown = str(version) if version is not None else "(not installed)"
+    click.echo(f"installed version: {shown}")
     click.echo(f"latest version:    {state.latest_version}")
     for row in state.applied:
         click.echo(

@@ -1,8 +1,9 @@
-"""Write the migrations as files another migration tool picks up unchanged.
+"""Write the migrations as files another migration tool picks up unchanged, or as an extension.
 
 Every exported migration also inserts the row that records it in the toolkit's bookkeeping
 table, so that `pgdblink-safe status` and later `pgdblink-safe upgrade` runs see a database
-migrated by the other tool exactly as one migrated by the CLI.
+migrated by the other tool exactly as one migrated by the CLI. The extension and pg_tle
+forms are recorded by PostgreSQL itself (pg_extension) instead.
 """
 
 import json
@@ -13,12 +14,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from pgdblink_safe import _extension as _ext
 from pgdblink_safe._sqlquote import ident, literal
 from pgdblink_safe.errors import ConfigurationError
 from pgdblink_safe.generator import RenderedMigration, record_statement, render_migrations
 from pgdblink_safe.settings import Settings
 
-FORMATS = ("plain", "flyway", "alembic", "dbmate", "sqitch")
+FORMATS = ("plain", "flyway", "alembic", "dbmate", "sqitch", "extension", "pg_tle")
 
 _PLANNED_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -152,12 +154,24 @@ def _sqitch(migrations: list[RenderedMigration], settings: Settings, out: Path) 
     return [plan, *written]
 
 
+def _extension(_migrations: list[RenderedMigration], settings: Settings, out: Path) -> list[Path]:
+    return _ext.write_extension(settings, out)
+
+
+def _pg_tle(_migrations: list[RenderedMigration], settings: Settings, out: Path) -> list[Path]:
+    path = out / f"{_ext.NAME}--pg_tle.sql"
+    path.write_text(_ext.pg_tle_script(settings))
+    return [path]
+
+
 _WRITERS: dict[str, Callable[[list[RenderedMigration], Settings, Path], list[Path]]] = {
     "plain": _plain,
     "flyway": _flyway,
     "alembic": _alembic,
     "dbmate": _dbmate,
     "sqitch": _sqitch,
+    "extension": _extension,
+    "pg_tle": _pg_tle,
 }
 
 

@@ -13,6 +13,7 @@ import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
+from pgdblink_safe import _extension
 from pgdblink_safe.errors import (
     ChecksumMismatchError,
     DblinkMissingError,
@@ -56,9 +57,22 @@ class Status:
     latest_version: int
     applied: list[AppliedMigration]
     pending: list[str]
+    #: How the toolkit is installed: "migrations" (pgdblink-safe install, or exported
+    #: migrations), "extension" (CREATE EXTENSION, from files or pg_tle), or None.
+    form: str | None = None
+    #: pg_extension.extversion when installed as an extension.
+    extension_version: str | None = None
+    #: The settings the extension was exported with (kept in its comment).
+    extension_settings: dict[str, Any] | None = None
 
     @property
     def settings(self) -> Settings | None:
+        if self.form == "extension" and self.extension_settings is not None:
+            # On 16 and later the scripts find dblink wherever it is, so report where it is.
+            values = dict(self.extension_settings, schema=self.schema)
+            if self.dblink_schema is not None:
+                values["dblink_schema"] = self.dblink_schema
+            return Settings.from_dict(values)
         return Settings.from_dict(self.applied[-1].settings) if self.applied else None
 
     def as_dict(self) -> dict[str, Any]:
@@ -88,6 +102,37 @@ def find_dblink_schema(conn: psycopg.Connection[Any]) -> str | None:
         "JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'dblink'"
     ).fetchone()
     return None if row is None else str(row[0])
+
+
+@dataclass(frozen=True)
+class InstalledExtension:
+    schema: str
+    version: str
+    comment: str | None = None
+
+
+def find_extension(conn: psycopg.Connection[Any]) -> InstalledExtension | None:
+    """The pgdblink_safe extension of this database (CREATE EXTENSION), or None."""
+    row = conn.execute(
+        "SELECT n.nspname, e.extversion, pg_catalog.obj_description(e.oid, 'pg_extension') "
+        "FROM pg_catalog.pg_extension e "
+        "JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = %s",
+        [_extension.NAME],
+    ).fetchone()
+    if row is None:
+        return None
+    return InstalledExtension(str(row[0]), str(row[1]), None if row[2] is None else str(row[2]))
+
+
+def _refuse_extension(conn: psycopg.Connection[Any]) -> None:
+    found = find_extension(conn)
+    if found is not None:
+        raise InstallError(
+            f"pgdblink_safe is installed as an extension (version {found.version}, schema "
+            f"{found.schema!r}) in database {conn.info.dbname!r}: update it with ALTER "
+            "EXTENSION pgdblink_safe UPDATE, or DROP EXTENSION pgdblink_safe before installing "
+            "the migration form"
+        )
 
 
 def _read_applied(conn: psycopg.Connection[Any], schema: str) -> list[AppliedMigration] | None:
@@ -122,17 +167,33 @@ def _schema_exists(conn: psycopg.Connection[Any], schema: str) -> bool:
 def status(conn: psycopg.Connection[Any], schema: str = "dblink_safe") -> Status:
     """What is installed in ``schema`` and which migrations are still pending."""
     with conn.transaction():
-        applied = _read_applied(conn, schema) or []
+        applied = _read_applied(conn, schema)
         dblink_schema = find_dblink_schema(conn)
-    done = {m.version for m in applied}
+        extension = find_extension(conn)
+    if extension is not None and extension.schema == schema:
+        step = _extension.step_of(extension.version)
+        return Status(
+            database=conn.info.dbname,
+            schema=schema,
+            dblink_schema=dblink_schema,
+            installed_version=step,
+            latest_version=latest_version(),
+            applied=[],
+            pending=[m.filename for m in migrations() if step is not None and m.version > step],
+            form="extension",
+            extension_version=extension.version,
+            extension_settings=_extension.exported_settings(extension.comment),
+        )
+    done = {m.version for m in applied or []}
     return Status(
         database=conn.info.dbname,
         schema=schema,
         dblink_schema=dblink_schema,
         installed_version=max(done) if done else None,
         latest_version=latest_version(),
-        applied=applied,
+        applied=applied or [],
         pending=[m.filename for m in migrations() if m.version not in done],
+        form="migrations" if applied is not None else None,
     )
 
 
@@ -401,6 +462,7 @@ def _apply(
     with conn.transaction():
         _set_timeouts(conn, lock_timeout_s, statement_timeout_s)
         _lock(conn, target_schema, lock_timeout_s)
+        _refuse_extension(conn)
         dblink_schema = find_dblink_schema(conn)
         if dblink_schema is None:
             if not create_extension:
@@ -530,7 +592,9 @@ def uninstall(
         _lock(conn, schema, lock_timeout_s)
         if not _schema_exists(conn, schema):
             return False
-        if _read_applied(conn, schema) is None:
+        extension = find_extension(conn)
+        as_extension = extension is not None and extension.schema == schema
+        if not as_extension and _read_applied(conn, schema) is None:
             raise InstallError(
                 f"schema {schema!r} holds no pgdblink_safe installation; nothing was dropped"
             )
@@ -551,6 +615,13 @@ def uninstall(
                 f"objects outside schema {schema!r} depend on the toolkit: "
                 f"{'; '.join(dependents)}. Drop or change them first; nothing was dropped"
             )
+        if as_extension:
+            # The schema came from CREATE EXTENSION (the control file's schema) and is no
+            # member of the extension: it goes too once the extension has emptied it.
+            progress(f"dropping extension {_extension.NAME} and schema {schema}")
+            conn.execute(sql.SQL("DROP EXTENSION {}").format(sql.Identifier(_extension.NAME)))
+            conn.execute(sql.SQL("DROP SCHEMA {}").format(sql.Identifier(schema)))
+            return True
         progress(f"dropping schema {schema}")
         conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
     return True

@@ -2,7 +2,10 @@
 
 import itertools
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -11,6 +14,9 @@ from psycopg import sql
 from servers import Server, ServerError, start_pair, unmet_version
 
 import pgdblink_safe
+from pgdblink_safe._extension import NAME, current_version
+from pgdblink_safe.export import export
+from pgdblink_safe.settings import Settings
 
 _TEMPLATE = "pgdblink_safe_tpl"
 _counter = itertools.count()
@@ -110,10 +116,27 @@ def conn(local: Server, local_db: str) -> Iterator[psycopg.Connection[Any]]:
         yield connection
 
 
+#: PGDBLINK_SAFE_INSTALL_FORM=extension makes ``installed`` use CREATE EXTENSION: CI runs the
+#: wrapper, resilience and transaction-scope tests so after `make install` of the exported
+#: extension.
+INSTALL_FORM = os.environ.get("PGDBLINK_SAFE_INSTALL_FORM", "migrations")
+
+
 @pytest.fixture
 def installed(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
-    """``conn`` with the toolkit installed with the default settings."""
-    pgdblink_safe.install(conn)
+    """``conn`` with the toolkit installed with the default settings, in the chosen form."""
+    if INSTALL_FORM == "extension":
+        conn.execute("CREATE EXTENSION pgdblink_safe CASCADE")
+        row = conn.execute(
+            "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pgdblink_safe'"
+        ).fetchone()
+        assert row is not None and row[0] == current_version(), row
+    elif INSTALL_FORM == "migrations":
+        pgdblink_safe.install(conn)
+    else:
+        raise ValueError(
+            f"PGDBLINK_SAFE_INSTALL_FORM must be migrations or extension, not {INSTALL_FORM!r}"
+        )
     return conn
 
 
@@ -146,3 +169,44 @@ def commit_reply_lost(remote: Server, remote_db: str) -> Iterator[str]:
     """
     with remote.settings(synchronous_standby_names="never_there"):
         yield remote.conninfo(remote_db, options="-c synchronous_commit=on")
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("extension")
+    export(Settings(), "extension", out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def extension_files(local: Server, exported: Path) -> Path:
+    """The exported extension, installed into the local server with PGXS (``make install``)."""
+    binaries = getattr(local, "binaries", None)
+    if binaries is None:
+        pytest.skip("the local server is not one this run started: its share directory is unknown")
+    pg_config = binaries.bindir / "pg_config"
+    if shutil.which("make") is None or not pg_config.exists():
+        pytest.skip("make or pg_config is missing: the extension cannot be built with PGXS")
+    found = subprocess.run(
+        [str(pg_config), "--pgxs", "--sharedir"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=binaries.env(),
+    ).stdout.split()
+    if len(found) != 2 or not Path(found[0]).exists():
+        pytest.skip(f"no PGXS for {binaries.bindir} (install postgresql-server-dev-N)")
+    extension_dir = Path(found[1]) / "extension"
+    if not os.access(extension_dir, os.W_OK):
+        pytest.skip(f"{extension_dir} is not writable by this user: make install needs root")
+    done = subprocess.run(
+        ["make", "install", f"PG_CONFIG={pg_config}"],
+        cwd=exported,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=binaries.env() | {"PATH": os.environ["PATH"]},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (extension_dir / f"{NAME}--{current_version()}.sql").exists()
+    return extension_dir

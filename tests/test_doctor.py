@@ -1,9 +1,12 @@
 """`pgdblink-safe doctor`: each finding from a real database, and a clean bill of health."""
 
+import importlib.util
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -119,3 +122,71 @@ def test_an_unknown_code_is_a_user_error() -> None:
     result = run("--explain", "PGS999")
     assert result.returncode == 1
     assert "the codes are PGS001" in result.stderr
+
+
+def _reference_script() -> Any:
+    path = Path(__file__).parent.parent / "scripts" / "doctor_reference.py"
+    spec = importlib.util.spec_from_file_location("doctor_reference", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_readme_explains_every_code_as_doctor_py_does() -> None:
+    script = _reference_script()
+    readme = script.README.read_text()
+    assert script.rendered(readme) == readme, "run python scripts/doctor_reference.py"
+    for code, (title, _text) in EXPLANATIONS.items():
+        assert f"**`{code}` {title}.**" in readme
+    # A changed explanation makes the check fail.
+    stale = readme.replace(EXPLANATIONS["PGS005"][1][:40], "Something else entirely", 1)
+    assert stale != readme and script.rendered(stale) != stale
+    checked = subprocess.run(
+        [sys.executable, str(script.__file__), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert checked.returncode == 0, checked.stdout
+
+
+@pytest.fixture
+def stand_in_pg_tle(local: Server) -> Iterator[None]:
+    """An empty extension named pg_tle (pg_tle itself cannot be built here): what doctor sees
+    is the pg_extension row, which this gives."""
+    binaries = getattr(local, "binaries", None)
+    pg_config = binaries.bindir / "pg_config" if binaries else None
+    if pg_config is None or not pg_config.exists():
+        pytest.skip("the local server's share directory is unknown")
+    sharedir = subprocess.run(
+        [str(pg_config), "--sharedir"], capture_output=True, text=True, timeout=30, check=True
+    ).stdout.strip()
+    extension_dir = Path(sharedir) / "extension"
+    control, script = extension_dir / "pg_tle.control", extension_dir / "pg_tle--1.4.0.sql"
+    if control.exists():
+        pytest.skip("a real pg_tle is installed on this server")
+    if not os.access(extension_dir, os.W_OK):
+        pytest.skip(f"{extension_dir} is not writable by this user")
+    control.write_text("comment = 'stand-in'\ndefault_version = '1.4.0'\nrelocatable = false\n")
+    script.write_text("-- stand-in: no objects\n")
+    try:
+        yield
+    finally:
+        control.unlink()
+        script.unlink()
+
+
+def test_pg_tle_is_a_finding(
+    local: Server, local_db: str, keepalives: None, stand_in_pg_tle: None
+) -> None:
+    with local.connect(local_db) as conn:
+        pgdblink_safe.install(conn)
+        assert "PGS010" not in codes(local, local_db)
+        conn.execute("CREATE EXTENSION pg_tle")
+    assert codes(local, local_db) == ["PGS010"]
+    result = run("--dsn", local.client_conninfo(local_db))
+    assert (
+        "PGS010  pg_tle extensions and pg_dump: pg_tle: pg_tle 1.4.0 is installed" in result.stdout
+    )

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from servers import Server
@@ -14,20 +15,36 @@ README = Path(__file__).parent.parent / "README.md"
 README_DSN = "postgresql://admin@db1/app"
 
 
-def examples() -> list[tuple[str, str, list[str]]]:
-    """(setup SQL, command, output lines) for every "$ pgdblink-safe" line in a code block."""
+#: A code block after this line runs against a database with the extension form installed
+#: (CREATE EXTENSION, from files installed with PGXS); its `$ psql -d app -c SQL` lines run too.
+EXTENSION_BLOCK = "<!-- readme-test: extension -->"
+
+
+def examples(kind: str = "") -> list[tuple[str, str, list[str]]]:
+    """(setup SQL, command, output lines) for every "$ pgdblink-safe" line in a code block.
+
+    ``kind`` "extension" gives the blocks marked with EXTENSION_BLOCK (and their psql lines)
+    instead of the others.
+    """
     found = []
     setup = ""
     lines = README.read_text().splitlines()
     in_block = False
+    marked = block_marked = False
     for number, line in enumerate(lines):
         if line.startswith("<!-- readme-test setup:"):
             end = next(i for i in range(number, len(lines)) if lines[i].strip() == "-->")
             setup = "\n".join(lines[number + 1 : end])
+        if line.strip() == EXTENSION_BLOCK:
+            marked = True
         if line.startswith("```"):
             in_block = not in_block
+            if in_block:
+                block_marked, marked = marked, False
             continue
-        if in_block and line.startswith("$ pgdblink-safe "):
+        wanted = block_marked == (kind == "extension")
+        prompts = ("$ pgdblink-safe ", "$ psql ") if kind == "extension" else ("$ pgdblink-safe ",)
+        if in_block and wanted and line.startswith(prompts):
             output = []
             for following in lines[number + 1 :]:
                 if following.startswith(("$ ", "```")):
@@ -90,5 +107,60 @@ def test_readme_examples_print_what_the_readme_shows(local: Server, app_db: str)
         stdout = [normalize(line) for line in result.stdout.splitlines() if line.strip()]
         everything = set(stdout) | {normalize(line) for line in result.stderr.splitlines()}
         # Every line the README shows is printed, and every result line is shown.
+        assert shown <= everything, (command, sorted(shown - everything))
+        assert set(stdout) <= shown, (command, sorted(set(stdout) - shown))
+
+
+def test_there_are_extension_examples() -> None:
+    commands = [command.split()[:2] for _, command, _ in examples("extension")]
+    assert ["pgdblink-safe", "status"] in commands and ["psql", "-d"] in commands
+
+
+def test_readme_extension_examples_print_what_the_readme_shows(
+    local: Server, extension_files: Path, app_db: str, tmp_path: Path
+) -> None:
+    """The extension transcript, in order: psql lines through the server's psql, with the DSN."""
+    dsn = local.client_conninfo(app_db)
+    binaries = local.binaries  # type: ignore[attr-defined]
+    local.execute("DROP ROLE IF EXISTS app_owner")
+    local.execute("CREATE ROLE app_owner LOGIN")
+    local.execute("GRANT CREATE ON DATABASE app TO app_owner")
+    try:
+        _run_extension_examples(local, dsn, binaries, tmp_path)
+    finally:
+        local.drop_database(app_db)
+        local.execute("DROP ROLE app_owner")
+
+
+def _run_extension_examples(local: Server, dsn: str, binaries: Any, tmp_path: Path) -> None:
+    for _setup, command, expected in examples("extension"):
+        words = shlex.split(command)
+        if words[0] == "psql":
+            assert words[1:3] == ["-d", "app"], command
+            user = words[words.index("-U") + 1] if "-U" in words else None
+            target = f"{dsn} user={user}" if user else dsn
+            args = [str(binaries.bindir / "psql"), "-X", "-d", target, *words[3:]]
+            if user:
+                args.remove("-U")
+                args.remove(user)
+            env = binaries.env()
+        else:
+            quoted = command.replace(f"'{README_DSN}'", README_DSN)
+            args = [sys.executable, "-m", "pgdblink_safe"]
+            args += shlex.split(quoted.replace(README_DSN, shlex.quote(dsn)))[1:]
+            env = None
+        result = subprocess.run(
+            args,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+            cwd=tmp_path,
+            env=env,
+        )
+        assert result.returncode in (0, 1), (command, result.stderr)
+        shown = {normalize(line) for line in expected if line.strip()}
+        stdout = [normalize(line) for line in result.stdout.splitlines() if line.strip()]
+        everything = set(stdout) | {normalize(line) for line in result.stderr.splitlines()}
         assert shown <= everything, (command, sorted(shown - everything))
         assert set(stdout) <= shown, (command, sorted(set(stdout) - shown))

@@ -11,7 +11,8 @@ import pytest
 from servers import Server
 
 from pgdblink_safe import Settings, render_script
-from pgdblink_safe.generator import latest_version, migrations
+from pgdblink_safe._extension import _record, current_version
+from pgdblink_safe.generator import latest_version, migrations, render_template
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,6 +73,27 @@ def test_installed_wheel_renders_and_installs(venv: Path, local: Server, local_d
         cwd=outside,
     )
     assert f"version {latest_version()}" in out
+
+
+@pytest.mark.slow
+def test_installed_wheel_exports_the_extension_forms(venv: Path, tmp_path: Path) -> None:
+    version = sh(venv / "bin" / "pgdblink-safe", "--version", cwd=tmp_path)
+    assert f"(extension version {current_version()})" in version
+    sh(
+        venv / "bin" / "pgdblink-safe",
+        "export",
+        "--format",
+        "extension",
+        "--out",
+        "ext",
+        cwd=tmp_path,
+    )
+    sh(venv / "bin" / "pgdblink-safe", "export", "--format", "pg_tle", "--out", "tle", cwd=tmp_path)
+    script = tmp_path / "ext" / "pg16" / f"pgdblink_safe--{current_version()}.sql"
+    text = script.read_text()
+    assert render_template("privileges.sql", Settings()) in text
+    assert text.endswith(_record(Settings()))
+    assert (tmp_path / "tle" / "pgdblink_safe--pg_tle.sql").read_text().endswith("COMMIT;\n")
 
 
 @pytest.mark.slow
