@@ -992,7 +992,7 @@ $fn$;
 COMMENT ON FUNCTION dblink_safe._scrub(text, text) IS
 'pgdblink_safe internal: an error text with every secret of the target masked';
 -- source: functions/_probe.sql
-CREATE OR REPLACE FUNCTION dblink_safe._probe(conn_name text)
+CREATE OR REPLACE FUNCTION dblink_safe._probe(conn_name text, run boolean)
 RETURNS text
 LANGUAGE plpgsql
 VOLATILE
@@ -1009,12 +1009,13 @@ BEGIN
     -- One row that names where the connection leads: the database, the role and the
     -- cluster's system identifier. A pooler that spreads one client connection over the
     -- servers of one cluster (a primary and its standbys) gives the same answer from each.
-    -- With it, the server run it reached, which resolve => true keeps with the ids of its
-    -- transactions: reading it in every transaction would cost more than the statement.
+    -- With run, also the server run it reached, which resolve => true keeps with the ids of
+    -- its transactions: reading it in every transaction would cost more than the statement,
+    -- and on a new backend as much as the connect (the statistics it reads are cold).
     IF public.dblink_send_query(conn_name,
         'SELECT pg_catalog.concat_ws(''/'', pg_catalog.current_database(), CURRENT_USER, '
         '(SELECT c.system_identifier FROM pg_catalog.pg_control_system() AS c)), '
-        || dblink_safe._instance_sql()) <> 1 THEN
+        || CASE WHEN run THEN dblink_safe._instance_sql() ELSE 'NULL::text' END) <> 1 THEN
         RETURN NULL;
     END IF;
     WHILE public.dblink_is_busy(conn_name) = 1 LOOP
@@ -1043,16 +1044,18 @@ BEGIN
     END;
     -- The empty result that ends an asynchronous query must be read before the next one.
     PERFORM 1 FROM public.dblink_get_result(conn_name) AS p(identity text, instance text);
-    PERFORM dblink_safe._note(conn_name, pg_catalog.jsonb_build_object('instance', instance));
+    IF run THEN
+        PERFORM dblink_safe._note(conn_name, pg_catalog.jsonb_build_object('instance', instance));
+    END IF;
     RETURN COALESCE(leads_to, '');
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE, err_message = MESSAGE_TEXT;
     RETURN CASE WHEN NOT dblink_safe._is_broken(err_state, err_message) THEN '' END;
 END;
 $fn$;
-COMMENT ON FUNCTION dblink_safe._probe(text) IS
+COMMENT ON FUNCTION dblink_safe._probe(text, boolean) IS
 'pgdblink_safe internal: proves a listed dblink connection alive with one round trip, within '
-'connect_timeout, and notes the server run it reached; returns where it leads (database/role/system identifier), '''' when a live remote '
+'connect_timeout, with run also noting the server run it reached; returns where it leads (database/role/system identifier), '''' when a live remote '
 'could not say, NULL when dead';
 -- source: functions/_is_alive.sql
 CREATE OR REPLACE FUNCTION dblink_safe._is_alive(conn_name text)
@@ -1061,7 +1064,7 @@ LANGUAGE sql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-    SELECT dblink_safe._probe(conn_name) IS NOT NULL;
+    SELECT dblink_safe._probe(conn_name, false) IS NOT NULL;
 $fn$;
 COMMENT ON FUNCTION dblink_safe._is_alive(text) IS
 'pgdblink_safe internal: proves a listed dblink connection alive with one round trip, '
@@ -1137,8 +1140,10 @@ BEGIN
     -- A new connection has no remote transaction open.
     PERFORM dblink_safe._mark_tx(conn_name, false);
     PERFORM dblink_safe._note(conn_name, pg_catalog.jsonb_build_object(
-        -- Where it leads, to notice the name reopened by plain dblink calls (_prepare).
-        'leads_to', dblink_safe._probe(conn_name),
+        -- Where it leads, to notice the name reopened by plain dblink calls (_prepare). The
+        -- server run is read later, when it is needed (_probe, resolve => true).
+        'leads_to', dblink_safe._probe(conn_name, false),
+        'instance', NULL,
         'opened_at', now_s,
         'reconnects', COALESCE((info ->> 'reconnects')::integer, -1) + 1,
         'scope', COALESCE(info ->> 'scope', 'session')));
@@ -1567,7 +1572,7 @@ BEGIN
     ELSIF public.dblink_error_message(conn_name) <> 'OK'
           OR hot.last_used IS NULL
           OR now_s - hot.last_used > window_s THEN
-        leads_to := dblink_safe._probe(conn_name);
+        leads_to := dblink_safe._probe(conn_name, true);
         alive := leads_to IS NOT NULL;
         PERFORM dblink_safe._note(conn_name, pg_catalog.jsonb_build_object(
             'validated', alive, 'validated_at', now_s));
@@ -1874,12 +1879,17 @@ BEGIN
                     -- _resolve only ever takes for a crash.
                     began := true;
                     sent_at := pg_catalog.clock_timestamp();
+                    -- Read again on every attempt: a reconnect has forgotten the run.
+                    info := NULLIF(pg_catalog.current_setting('dblink_safe.m_' || key, true), '')::jsonb;
                     IF public.dblink_send_query(conn_name,
                            'BEGIN; SELECT pg_catalog.pg_current_xact_id()::text, '
                            'CASE WHEN pg_catalog.now() = pg_catalog.statement_timestamp() THEN true '
                            'ELSE (''pgdblink_safe: a remote transaction was already open '' '
-                           '|| pg_catalog.now())::boolean END; '
-                           || sql) <> 1 THEN
+                           '|| pg_catalog.now())::boolean END, '
+                           -- The server run, the first time on this connection.
+                           || CASE WHEN info ->> 'instance' IS NULL THEN dblink_safe._instance_sql()
+                                   ELSE 'NULL::text' END
+                           || '; ' || sql) <> 1 THEN
                         RAISE EXCEPTION 'could not send query: %', public.dblink_error_message(conn_name)
                             USING ERRCODE = '08006';
                     END IF;
@@ -1887,20 +1897,25 @@ BEGIN
                         -- The four results in one statement: BEGIN's, the id, the statement's,
                         -- and the empty one that ends the query, read in that order.
                         SELECT (SELECT r.status FROM public.dblink_get_result(conn_name) AS r(status text)),
-                               (SELECT r.x FROM public.dblink_get_result(conn_name) AS r(x text, fresh boolean)),
+                               (SELECT r.x || '@' || COALESCE(r.instance, info ->> 'instance', '')
+                                FROM public.dblink_get_result(conn_name) AS r(x text, fresh boolean, instance text)),
                                ARRAY(SELECT r.status FROM public.dblink_get_result(conn_name) AS r(status text)),
                                (SELECT r.status FROM public.dblink_get_result(conn_name) AS r(status text))
                         INTO status, xid, results, outcome;
                     ELSE
                         PERFORM dblink_safe._await(conn_name, timeout_s, sent_at);
                         PERFORM 1 FROM public.dblink_get_result(conn_name) AS r(status text);
-                        SELECT r.x INTO xid FROM public.dblink_get_result(conn_name) AS r(x text, fresh boolean);
+                        SELECT r.x || '@' || COALESCE(r.instance, info ->> 'instance', '') INTO xid
+                        FROM public.dblink_get_result(conn_name) AS r(x text, fresh boolean, instance text);
                         PERFORM dblink_safe._await(conn_name, timeout_s, sent_at);
                         results := ARRAY(SELECT r.status FROM public.dblink_get_result(conn_name) AS r(status text));
                         PERFORM dblink_safe._await(conn_name, timeout_s, sent_at);
                         PERFORM 1 FROM public.dblink_get_result(conn_name) AS r(status text);
                     END IF;
-                    xid := xid || '@' || COALESCE(info ->> 'instance', '');
+                    IF info ->> 'instance' IS NULL THEN
+                        PERFORM dblink_safe._note(conn_name,
+                            pg_catalog.jsonb_build_object('instance', pg_catalog.split_part(xid, '@', 2)));
+                    END IF;
                     -- A command gives one row, its tag; anything else is rows, which
                     -- dblink_exec would refuse too.
                     IF pg_catalog.cardinality(results) IS DISTINCT FROM 1

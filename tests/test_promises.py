@@ -362,15 +362,26 @@ def test_a_lost_commit_is_never_success_when_a_restart_reuses_its_transaction_id
 
 
 def _commit_cut_by_an_immediate_stop(
-    local: Server, local_db: str, remote: LocalCluster, remote_db: str, note: str
+    local: Server,
+    local_db: str,
+    remote: LocalCluster,
+    remote_db: str,
+    note: str,
+    remote_tx: bool = False,
 ) -> tuple[dict[str, Any], int, list[int]]:
     with TcpProxy(remote.host, remote.port) as proxy:
         through = remote.conninfo(remote_db, host=proxy.host, port=str(proxy.port))
 
         def work(conn: Conn) -> str:
-            ensure(conn, through)
             statement = sql.SQL("INSERT INTO items (note) VALUES ({})").format(sql.Literal(note))
-            return exec_(conn, statement.as_string(conn), resolve=True)
+            if not remote_tx:
+                ensure(conn, through)
+                return exec_(conn, statement.as_string(conn), resolve=True)
+            # The local COMMIT commits the remote transaction, and waits in its trigger.
+            with conn.transaction():
+                ensure(conn, through, scope="transaction", remote_tx=True)
+                exec_(conn, statement.as_string(conn))
+            return "committed"
 
         outcome = in_background(local, local_db, work)
         pid = backend_when(remote, remote_db, "wait_event = 'PgSleep'")
@@ -387,6 +398,55 @@ def _commit_cut_by_an_immediate_stop(
                 handed_out.append(int(scalar(other, "SELECT pg_current_xact_id()::text")))
         proxy.accept()
         return finish(outcome), xid, handed_out
+
+
+def test_a_remote_tx_commit_cut_by_an_immediate_stop_is_never_success(
+    local: Server, local_db: str, installed: Conn, slow_commit: str, remote: Server, remote_db: str
+) -> None:
+    """The same stop, at the remote COMMIT that the local COMMIT of a remote_tx unit makes:
+    the local transaction fails (08007 when the id was handed out again, 08006 when the
+    remote answers that it did not commit), and the row is not there."""
+    if not isinstance(remote, LocalCluster):
+        pytest.skip(f"the {remote.label} server cannot be restarted by this provider")
+    with remote.settings(autovacuum="off"):
+        remote.execute("CHECKPOINT")
+        result, xid, handed_out = _commit_cut_by_an_immediate_stop(
+            local, local_db, remote, remote_db, "slow remote_tx", remote_tx=True
+        )
+    reused = xid in handed_out
+    record(f"promises: immediate restart during a remote_tx COMMIT: xid {xid} reused: {reused}")
+    assert "error" in result, result
+    assert result["error"].sqlstate == ("08007" if reused else "08006"), result["error"]
+    assert "lost at commit" in (result["error"].diag.message_primary or "")
+    assert rows(remote, remote_db, "slow remote_tx") == 0
+
+
+@pytest.mark.parametrize("idempotent", [False, True], ids=["plain", "idempotent"])
+def test_a_query_cut_by_an_immediate_restart(
+    local: Server,
+    local_db: str,
+    installed: Conn,
+    target: str,
+    remote: Server,
+    remote_db: str,
+    idempotent: bool,
+) -> None:
+    if not isinstance(remote, LocalCluster):
+        pytest.skip(f"the {remote.label} server cannot be restarted by this provider")
+    remote.execute("CHECKPOINT")
+
+    def work(conn: Conn) -> object:
+        ensure(conn, target)
+        return query_value(conn, "SELECT 42 FROM pg_sleep(1)", "integer", idempotent=idempotent)
+
+    outcome = in_background(local, local_db, work)
+    backend_when(remote, remote_db, "wait_event = 'PgSleep'")
+    remote.restart("immediate")
+    result = finish(outcome)
+    if idempotent:
+        assert result.get("result") == 42, result.get("error")
+    else:
+        assert result["error"].sqlstate == "08007", result
 
 
 def test_a_lost_commit_reply_across_a_clean_restart_is_resolved_as_committed(

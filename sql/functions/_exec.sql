@@ -112,12 +112,17 @@ BEGIN
                     -- _resolve only ever takes for a crash.
                     began := true;
                     sent_at := pg_catalog.clock_timestamp();
+                    -- Read again on every attempt: a reconnect has forgotten the run.
+                    info := NULLIF(pg_catalog.current_setting({{ guc_meta }} || key, true), '')::jsonb;
                     IF {{ dblink }}.dblink_send_query(conn_name,
                            'BEGIN; SELECT pg_catalog.pg_current_xact_id()::text, '
                            'CASE WHEN pg_catalog.now() = pg_catalog.statement_timestamp() THEN true '
                            'ELSE (''pgdblink_safe: a remote transaction was already open '' '
-                           '|| pg_catalog.now())::boolean END; '
-                           || sql) <> 1 THEN
+                           '|| pg_catalog.now())::boolean END, '
+                           -- The server run, the first time on this connection.
+                           || CASE WHEN info ->> 'instance' IS NULL THEN {{ schema }}._instance_sql()
+                                   ELSE 'NULL::text' END
+                           || '; ' || sql) <> 1 THEN
                         RAISE EXCEPTION 'could not send query: %', {{ dblink }}.dblink_error_message(conn_name)
                             USING ERRCODE = '08006';
                     END IF;
@@ -125,20 +130,25 @@ BEGIN
                         -- The four results in one statement: BEGIN's, the id, the statement's,
                         -- and the empty one that ends the query, read in that order.
                         SELECT (SELECT r.status FROM {{ dblink }}.dblink_get_result(conn_name) AS r(status text)),
-                               (SELECT r.x FROM {{ dblink }}.dblink_get_result(conn_name) AS r(x text, fresh boolean)),
+                               (SELECT r.x || '@' || COALESCE(r.instance, info ->> 'instance', '')
+                                FROM {{ dblink }}.dblink_get_result(conn_name) AS r(x text, fresh boolean, instance text)),
                                ARRAY(SELECT r.status FROM {{ dblink }}.dblink_get_result(conn_name) AS r(status text)),
                                (SELECT r.status FROM {{ dblink }}.dblink_get_result(conn_name) AS r(status text))
                         INTO status, xid, results, outcome;
                     ELSE
                         PERFORM {{ schema }}._await(conn_name, timeout_s, sent_at);
                         PERFORM 1 FROM {{ dblink }}.dblink_get_result(conn_name) AS r(status text);
-                        SELECT r.x INTO xid FROM {{ dblink }}.dblink_get_result(conn_name) AS r(x text, fresh boolean);
+                        SELECT r.x || '@' || COALESCE(r.instance, info ->> 'instance', '') INTO xid
+                        FROM {{ dblink }}.dblink_get_result(conn_name) AS r(x text, fresh boolean, instance text);
                         PERFORM {{ schema }}._await(conn_name, timeout_s, sent_at);
                         results := ARRAY(SELECT r.status FROM {{ dblink }}.dblink_get_result(conn_name) AS r(status text));
                         PERFORM {{ schema }}._await(conn_name, timeout_s, sent_at);
                         PERFORM 1 FROM {{ dblink }}.dblink_get_result(conn_name) AS r(status text);
                     END IF;
-                    xid := xid || '@' || COALESCE(info ->> 'instance', '');
+                    IF info ->> 'instance' IS NULL THEN
+                        PERFORM {{ schema }}._note(conn_name,
+                            pg_catalog.jsonb_build_object('instance', pg_catalog.split_part(xid, '@', 2)));
+                    END IF;
                     -- A command gives one row, its tag; anything else is rows, which
                     -- dblink_exec would refuse too.
                     IF pg_catalog.cardinality(results) IS DISTINCT FROM 1

@@ -68,8 +68,10 @@ BEGIN
     -- A new connection has no remote transaction open.
     PERFORM {{ schema }}._mark_tx(conn_name, false);
     PERFORM {{ schema }}._note(conn_name, pg_catalog.jsonb_build_object(
-        -- Where it leads, to notice the name reopened by plain dblink calls (_prepare).
-        'leads_to', {{ schema }}._probe(conn_name),
+        -- Where it leads, to notice the name reopened by plain dblink calls (_prepare). The
+        -- server run is read later, when it is needed (_probe, resolve => true).
+        'leads_to', {{ schema }}._probe(conn_name, false),
+        'instance', NULL,
         'opened_at', now_s,
         'reconnects', COALESCE((info ->> 'reconnects')::integer, -1) + 1,
         'scope', COALESCE(info ->> 'scope', 'session')));

@@ -51,7 +51,7 @@ BEGIN
     ELSIF {{ dblink }}.dblink_error_message(conn_name) <> 'OK'
           OR hot.last_used IS NULL
           OR now_s - hot.last_used > window_s THEN
-        leads_to := {{ schema }}._probe(conn_name);
+        leads_to := {{ schema }}._probe(conn_name, true);
         alive := leads_to IS NOT NULL;
         PERFORM {{ schema }}._note(conn_name, pg_catalog.jsonb_build_object(
             'validated', alive, 'validated_at', now_s));
