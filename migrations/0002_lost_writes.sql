@@ -2579,7 +2579,6 @@ BEGIN
             -- Enough nodes succeeded: the ones still running are cancelled, the ones not
             -- started never will be.
             cancelled := true;
-            stop_at := LEAST(stop_at, now_at + grace);
             FOR i IN 1 .. n LOOP
                 IF phase[i] IN (1, 2) OR (phase[i] = 3 AND NOT emitted[i]) THEN
                     PERFORM public.dblink_cancel_query(links[i]);
@@ -2595,6 +2594,7 @@ BEGIN
                     phase[i] := 4;
                 END IF;
             END LOOP;
+            stop_at := LEAST(stop_at, pg_catalog.clock_timestamp() + grace);
         END IF;
         -- Start the next node, one per turn so that results are collected in between.
         WHILE next_node <= n AND phase[next_node] <> 0 LOOP
