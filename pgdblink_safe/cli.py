@@ -625,7 +625,34 @@ def _bench_lines(result: bench.BenchResult) -> list[str]:
     for c in comparisons:
         lines.append(f"{c.path.label:<{width}}  toolkit  {c.path.toolkit}")
         lines.append(f"{'':<{width}}  raw      {c.path.raw}")
+    if result.fanout:
+        lines += _fanout_lines(result.fanout)
     return lines
+
+
+def _fanout_lines(fanout: bench.Comparison) -> list[str]:
+    """The fan-out path: per call, both quantiles, then what each side ran."""
+    rows = []
+    for quantile in ("median", "p99"):
+        raw = getattr(fanout.raw, f"{quantile}_us")
+        toolkit = getattr(fanout.toolkit, f"{quantile}_us")
+        share = bench.ratio(toolkit, raw)
+        rows.append(
+            (
+                quantile,
+                f"{raw:.1f}",
+                f"{toolkit:.1f}",
+                f"{bench.added_us(toolkit, raw):+.1f}",
+                "n/a" if share is None else f"{share:.2f}",
+            )
+        )
+    return [
+        "",
+        *_table(fanout.path.label, ("raw µs", "toolkit µs", "added µs", "ratio"), rows),
+        "",
+        f"fan-out  toolkit  {fanout.path.toolkit}",
+        f"         raw      {fanout.path.raw}",
+    ]
 
 
 @cli.command(name="bench")
