@@ -8,7 +8,7 @@ CREATE OR REPLACE FUNCTION {{ schema }}._fanout(
     idempotent boolean
 )
 RETURNS TABLE (
-    conn_name text, sqlstate text, message text, elapsed interval, status text, value anyelement
+    node text, state text, message text, elapsed interval, status text, value text
 )
 LANGUAGE plpgsql
 VOLATILE
@@ -45,15 +45,13 @@ DECLARE
     window_s numeric := {{ validation_window_s }};
     budget_s numeric;
     i integer;
-    j integer;
     next_node integer := 1;
     running integer;
     link text;
     tag text;
-    got bigint;
     nap numeric := 0.0005;
     last_sent timestamptz;
-    lost_tx text[] := '{}';
+    lost_tx text[] := '{}'::text[];
     held bigint[];
     err_state text;
     err_message text;
@@ -146,9 +144,9 @@ BEGIN
         WHERE t.oid = type_oid AND a.attnum > 0 AND NOT a.attisdropped;
         IF columns IS NULL THEN
             columns := 'value ' || pg_catalog.format_type(type_oid, NULL);
-            value_sql := 'r.value';
+            value_sql := 'r.value::text';
         ELSE
-            value_sql := pg_catalog.format('ROW(r.*)::%s', pg_catalog.format_type(type_oid, NULL));
+            value_sql := pg_catalog.format('ROW(r.*)::%s::text', pg_catalog.format_type(type_oid, NULL));
         END IF;
     END IF;
     deadline_at := started + deadline;
@@ -165,13 +163,13 @@ BEGIN
                         SELECT r.s INTO tag FROM {{ dblink }}.dblink_get_result(link) AS r(s text);
                         phase[i] := CASE WHEN typed THEN 2 ELSE 3 END;
                     ELSIF phase[i] = 2 THEN
-                        conn_name := conn_names[i];
+                        node := conn_names[i];
                         elapsed := pg_catalog.clock_timestamp() - started;
                         RETURN QUERY EXECUTE pg_catalog.format(
                             'SELECT $1, NULL::text, NULL::text, $2, NULL::text, %s '
                             'FROM %s.dblink_get_result($3) AS r(%s)',
                             value_sql, {{ dblink_literal }}, columns)
-                            USING conn_name, elapsed, link;
+                            USING node, elapsed, link;
                         emitted[i] := true;
                         ok[i] := true;
                         ok_count := ok_count + 1;
@@ -188,8 +186,8 @@ BEGIN
                             IF NOT typed AND NOT emitted[i] THEN
                                 -- The last tag is the closing SET's; the one before is the
                                 -- statement's.
-                                conn_name := conn_names[i];
-                                _fanout.sqlstate := NULL;
+                                node := conn_names[i];
+                                state := NULL;
                                 message := NULL;
                                 elapsed := pg_catalog.clock_timestamp() - started;
                                 status := prev_tags[i];
@@ -222,15 +220,15 @@ BEGIN
                     ELSIF NOT ok[i] AND NOT emitted[i] THEN
                         -- The remote's own error; the rest of the string was skipped, only the
                         -- final empty result is left to read.
-                        IF err_state = '57014' AND now_at >= deadline_at THEN
+                        IF err_state = '57014' AND pg_catalog.clock_timestamp() >= deadline_at THEN
                             err_message := pg_catalog.format(
                                 'still running at the deadline (%s); cancelled on the remote server', deadline);
                         ELSIF err_state = '57014' AND cancelled THEN
                             err_message := pg_catalog.format(
                                 'cancelled: min_ok (%s) nodes had succeeded', min_ok);
                         END IF;
-                        conn_name := conn_names[i];
-                        _fanout.sqlstate := err_state;
+                        node := conn_names[i];
+                        state := err_state;
                         message := err_message;
                         elapsed := pg_catalog.clock_timestamp() - started;
                         status := NULL;
@@ -275,8 +273,8 @@ BEGIN
                                                 err_message = MESSAGE_TEXT,
                                                 err_detail = PG_EXCEPTION_DETAIL;
                     END;
-                    conn_name := conn_names[i];
-                    _fanout.sqlstate := err_state;
+                    node := conn_names[i];
+                    state := err_state;
                     message := pg_catalog.concat_ws(': ', err_message, err_detail);
                     elapsed := pg_catalog.clock_timestamp() - started;
                     status := NULL;
@@ -295,8 +293,8 @@ BEGIN
                 IF phase[i] IN (1, 2) OR (phase[i] = 3 AND NOT emitted[i]) THEN
                     PERFORM {{ dblink }}.dblink_cancel_query(links[i]);
                 ELSIF phase[i] = 0 THEN
-                    conn_name := conn_names[i];
-                    _fanout.sqlstate := '02000';
+                    node := conn_names[i];
+                    state := '02000';
                     message := pg_catalog.format('not started: min_ok (%s) nodes had succeeded', min_ok);
                     elapsed := NULL;
                     status := NULL;
@@ -317,8 +315,8 @@ BEGIN
             link := links[i];
             next_node := next_node + 1;
             IF now_at >= deadline_at THEN
-                conn_name := conn_names[i];
-                _fanout.sqlstate := '57014';
+                node := conn_names[i];
+                state := '57014';
                 message := pg_catalog.format(
                     'not started: the deadline (%s) passed while other nodes were being connected', deadline);
                 elapsed := now_at - started;
@@ -357,8 +355,8 @@ BEGIN
                     PERFORM {{ dblink }}.dblink_disconnect(link);
                     PERFORM {{ schema }}._mark_tx(link, false);
                 END IF;
-                conn_name := conn_names[i];
-                _fanout.sqlstate := err_state;
+                node := conn_names[i];
+                state := err_state;
                 message := pg_catalog.concat_ws(': ', err_message, NULLIF(err_detail, ''));
                 elapsed := pg_catalog.clock_timestamp() - started;
                 status := NULL;
@@ -392,8 +390,8 @@ BEGIN
                     lost_tx := lost_tx || conn_names[i];
                 END IF;
                 CONTINUE WHEN emitted[i];
-                conn_name := conn_names[i];
-                _fanout.sqlstate := '57014';
+                node := conn_names[i];
+                state := '57014';
                 message := CASE WHEN cancelled
                     THEN pg_catalog.format(
                         'cancelled: min_ok (%s) nodes had succeeded; no answer to the cancel, connection closed', min_ok)
@@ -437,4 +435,5 @@ BEGIN
 END;
 $fn$;
 COMMENT ON FUNCTION {{ schema }}._fanout(text[], text, anyelement, boolean, interval, integer, boolean) IS
-'pgdblink_safe internal: fanout and fanout_exec: heal, send, collect, cancel and drain every node';
+'pgdblink_safe internal: fanout and fanout_exec: heal, send, collect, cancel and drain every '
+'node; rows come as the text of row_type, for fanout to turn back';

@@ -11,7 +11,8 @@ LANGUAGE sql
 VOLATILE
 {{ function_settings }}
 AS $fn$
-    SELECT f.conn_name, f.sqlstate, f.message, f.elapsed, f.value
+    SELECT f.node, f.state, f.message, f.elapsed,
+           CASE WHEN f.state IS NULL THEN (SELECT {{ schema }}._typed(f.value, row_type)) END
     FROM {{ schema }}._fanout(conn_names, sql, row_type, TRUE, deadline, min_ok, idempotent) AS f;
 $fn$;
 COMMENT ON FUNCTION {{ schema }}.fanout(text[], text, anyelement, interval, integer, boolean) IS

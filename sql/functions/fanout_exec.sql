@@ -10,7 +10,7 @@ LANGUAGE sql
 VOLATILE
 {{ function_settings }}
 AS $fn$
-    SELECT f.conn_name, f.sqlstate, f.message, f.elapsed, f.status
+    SELECT f.node, f.state, f.message, f.elapsed, f.status
     FROM {{ schema }}._fanout(conn_names, sql, NULL::text, FALSE, deadline, min_ok, idempotent) AS f;
 $fn$;
 COMMENT ON FUNCTION {{ schema }}.fanout_exec(text[], text, interval, integer, boolean) IS
