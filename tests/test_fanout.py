@@ -219,6 +219,30 @@ def test_deadline_against_a_stalled_network(
     idle_and_usable(installed, nodes)
 
 
+def test_a_node_that_refuses_connections(
+    installed: Conn, remote: Server, make_nodes: Callable[[int], list[Node]]
+) -> None:
+    nodes = make_nodes(2)
+    with TcpProxy(remote.host, remote.port) as proxy:
+        gone = Node(
+            "gone",
+            remote,
+            nodes[0].dbname,
+            remote.conninfo(nodes[0].dbname, host=proxy.host, port=str(proxy.port)),
+        )
+        ensure(installed, gone.target, name=gone.name)
+        # The server behind it went away: the connection is reset, new ones are refused.
+        proxy.refuse()
+        proxy.cut()
+        result = fanout_exec(installed, [*names(nodes), gone.name], deadline="2 s")
+        assert result["seconds"] < 2
+        state, message, status = result["nodes"]["gone"]
+        assert (state, status) == ("08001", None)
+        assert "could not open dblink connection" in message
+        assert [result["nodes"][n] for n in names(nodes)] == [(None, None, "DO")] * 2
+    idle_and_usable(installed, nodes)
+
+
 @pytest.mark.parametrize("idempotent", [False, True])
 def test_node_killed_mid_query(
     installed: Conn,
