@@ -2732,7 +2732,9 @@ BEGIN
     END IF;
 END;
 $fn$;
-COMMENT ON FUNCTION dblink_safe._fanout(text[], text, anyelement, boolean, interval, integer, boolean) IS
+COMMENT ON FUNCTION dblink_safe._fanout(
+    text[], text, anyelement, boolean, interval, integer, boolean
+) IS
 'pgdblink_safe internal: fanout and fanout_exec: heal, send, collect, cancel and drain every '
 'node; rows come as the text of row_type, for fanout to turn back';
 -- source: functions/_typed.sql
@@ -2792,7 +2794,9 @@ VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
     SELECT f.node, f.state, f.message, f.elapsed, f.status
-    FROM dblink_safe._fanout(conn_names, sql, NULL::text, FALSE, deadline, min_ok, idempotent) AS f;
+    FROM dblink_safe._fanout(
+        conn_names, sql, NULL::text, FALSE, deadline, min_ok, idempotent
+    ) AS f;
 $fn$;
 COMMENT ON FUNCTION dblink_safe.fanout_exec(text[], text, interval, integer, boolean) IS
 'pgdblink_safe: runs one command on many connections in parallel, one row per node: its '

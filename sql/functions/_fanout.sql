@@ -434,6 +434,8 @@ BEGIN
     END IF;
 END;
 $fn$;
-COMMENT ON FUNCTION {{ schema }}._fanout(text[], text, anyelement, boolean, interval, integer, boolean) IS
+COMMENT ON FUNCTION {{ schema }}._fanout(
+    text[], text, anyelement, boolean, interval, integer, boolean
+) IS
 'pgdblink_safe internal: fanout and fanout_exec: heal, send, collect, cancel and drain every '
 'node; rows come as the text of row_type, for fanout to turn back';

@@ -11,7 +11,9 @@ VOLATILE
 {{ function_settings }}
 AS $fn$
     SELECT f.node, f.state, f.message, f.elapsed, f.status
-    FROM {{ schema }}._fanout(conn_names, sql, NULL::text, FALSE, deadline, min_ok, idempotent) AS f;
+    FROM {{ schema }}._fanout(
+        conn_names, sql, NULL::text, FALSE, deadline, min_ok, idempotent
+    ) AS f;
 $fn$;
 COMMENT ON FUNCTION {{ schema }}.fanout_exec(text[], text, interval, integer, boolean) IS
 'pgdblink_safe: runs one command on many connections in parallel, one row per node: its '
