@@ -219,6 +219,23 @@ def test_deadline_against_a_stalled_network(
     idle_and_usable(installed, nodes)
 
 
+def test_a_cancelled_call_leaves_nothing_running_past_the_deadline(
+    installed: Conn, make_nodes: Callable[[int], list[Node]]
+) -> None:
+    nodes = make_nodes(2)
+    for node in nodes:
+        node.knob(30)
+    installed.execute("SET statement_timeout = '300ms'")
+    with pytest.raises(psycopg.errors.QueryCanceled):
+        fanout_exec(installed, names(nodes), deadline="1 s")
+    installed.execute("RESET statement_timeout")
+    # Still running on the remote until the deadline, which ends them there.
+    assert all(node.busy() for node in nodes)
+    for node in nodes:
+        assert wait_for(lambda n=node: not n.busy(), 5, f"{node.name} stopped at the deadline")
+    idle_and_usable(installed, nodes)
+
+
 def test_a_node_that_refuses_connections(
     installed: Conn, remote: Server, make_nodes: Callable[[int], list[Node]]
 ) -> None:
