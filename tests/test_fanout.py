@@ -415,6 +415,45 @@ def test_remote_tx_node_past_the_deadline_fails_the_commit(
     assert [n.busy() for n in nodes] == [[], []]
 
 
+def test_remote_tx_node_closed_at_the_deadline_fails_the_call(
+    installed: Conn, remote: Server, make_nodes: Callable[[int], list[Node]]
+) -> None:
+    nodes = make_nodes(1)
+    installed.execute("SELECT dblink_safe.safe_dblink_disconnect_all()")
+    with TcpProxy(remote.host, remote.port) as proxy:
+        behind = remote.conninfo(nodes[0].dbname, host=proxy.host, port=str(proxy.port))
+        with pytest.raises(psycopg.errors.TransactionResolutionUnknown) as info:  # noqa: SIM117
+            with installed.transaction():
+                ensure(installed, behind, name="tx", scope="transaction", remote_tx=True)
+                proxy.stall()
+                fanout_exec(installed, ["tx"], deadline="300 ms")
+        proxy.resume()
+    assert info.value.sqlstate == "08007"
+    assert "lost the open remote transaction of dblink connection(s) tx" in str(info.value)
+    assert scalar(installed, "SELECT public.dblink_get_connections()") is None
+
+
+def test_begin_through_fanout_exec_is_tracked(
+    installed: Conn, make_nodes: Callable[[int], list[Node]]
+) -> None:
+    nodes = make_nodes(2)
+    assert fanout_exec(installed, names(nodes), "BEGIN")["nodes"] == {
+        n.name: (None, None, "BEGIN") for n in nodes
+    }
+    opened = installed.execute(
+        "SELECT conn_name, remote_transaction FROM dblink_safe.connections() ORDER BY 1"
+    ).fetchall()
+    assert opened == [(n.name, True) for n in nodes]
+    insert = "INSERT INTO items (note) VALUES ('in tx')"
+    assert fanout_exec(installed, names(nodes), insert)["nodes"] == {
+        n.name: (None, None, "INSERT 0 1") for n in nodes
+    }
+    assert [rows_of(n) for n in nodes] == [0, 0]
+    for node in nodes:
+        assert scalar(installed, "SELECT dblink_safe.safe_dblink_exec(%s, 'COMMIT')", node.name)
+    assert [rows_of(n) for n in nodes] == [1, 1]
+
+
 @pytest.mark.parametrize("pool_mode", ["session", "transaction"])
 def test_through_pgbouncer(
     installed: Conn,
