@@ -2592,8 +2592,17 @@ BEGIN
                     PERFORM {{ dblink }}.dblink_cancel_query(links[i]);
                 ELSIF phase[i] = 0 THEN
                     node := conn_names[i];
-                    state := '02000';
-                    message := pg_catalog.format('not started: min_ok (%s) nodes had succeeded', min_ok);
+                    IF resent[i] THEN
+                        -- Lost once already: whether it was applied is unknown.
+                        state := '08007';
+                        message := pg_catalog.format(
+                            'dblink connection "%s" was lost while running the statement, which may or '
+                            'may not have been applied; not sent again: min_ok (%s) nodes had succeeded',
+                            conn_names[i], min_ok);
+                    ELSE
+                        state := '02000';
+                        message := pg_catalog.format('not started: min_ok (%s) nodes had succeeded', min_ok);
+                    END IF;
                     elapsed := NULL;
                     status := NULL;
                     value := NULL;
@@ -2614,9 +2623,17 @@ BEGIN
             next_node := next_node + 1;
             IF now_at >= deadline_at THEN
                 node := conn_names[i];
-                state := '57014';
-                message := pg_catalog.format(
-                    'not started: the deadline (%s) passed while other nodes were being connected', deadline);
+                IF resent[i] THEN
+                    state := '08007';
+                    message := pg_catalog.format(
+                        'dblink connection "%s" was lost while running the statement, which may or '
+                        'may not have been applied; not sent again: the deadline (%s) had passed',
+                        conn_names[i], deadline);
+                ELSE
+                    state := '57014';
+                    message := pg_catalog.format(
+                        'not started: the deadline (%s) passed while other nodes were being connected', deadline);
+                END IF;
                 elapsed := now_at - started;
                 status := NULL;
                 value := NULL;
