@@ -716,8 +716,9 @@ def bench_command(
 
     Paths: exec; exec through a minimal wrapper (the floor for any wrapper); query of a
     scalar; query of a row type; exec with a timeout (raw: send, poll, get the result); exec
-    with resolve (a one-row UPDATE of a temporary remote table); and the first statement
-    after the remote backend was terminated (raw: catch, disconnect, connect, retry).
+    with resolve (a one-row UPDATE of a temporary remote table); the first statement
+    after the remote backend was terminated (raw: catch, disconnect, connect, retry); and
+    fanout_exec on four connections (raw: send to each, then collect each).
     Calls are timed server-side, in rounds on one dblink connection, raw and toolkit
     alternating, and printed as the median and p99 per call with the µs the toolkit adds.
     --sessions N also runs N sessions side by side and prints the toolkit's calls/s as a
