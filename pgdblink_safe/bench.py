@@ -182,6 +182,8 @@ class BenchResult:
     #: Seconds each side of each path ran with ``sessions`` concurrent sessions.
     session_seconds: float = 0.0
     throughput: tuple[Throughput, ...] = field(default_factory=tuple)
+    #: fanout_exec against a hand-written send/collect loop, on the same connections.
+    fanout: Comparison | None = None
 
     @property
     def calls(self) -> int:
@@ -214,6 +216,14 @@ class BenchResult:
                 "paths": {t.path.name: t.as_dict() for t in self.throughput},
             }
             if self.sessions
+            else None,
+            "fanout": {
+                "nodes": FANOUT_NODES,
+                "toolkit": self.fanout.path.toolkit,
+                "raw": self.fanout.path.raw,
+                **self.fanout.as_dict(),
+            }
+            if self.fanout
             else None,
         }
 
@@ -832,6 +842,14 @@ def run_bench(
         if repeated:
             progress(f"  {repeated} round(s) lost the statement after sending it and ran again")
 
+    progress(
+        f"timing fanout_exec on {FANOUT_NODES} connections against a hand-written "
+        f"send/collect loop: {latency_rounds} round(s) of {per_round} calls of each side ..."
+    )
+    started = time.monotonic()
+    fanout = _fanout(conn, target, dblink_schema, schema, latency_rounds, per_round)
+    progress(f"  done in {time.monotonic() - started:.1f} s")
+
     throughput: tuple[Throughput, ...] = ()
     if sessions and connect is not None:
         progress(
@@ -858,4 +876,117 @@ def run_bench(
         sessions=sessions,
         session_seconds=session_seconds if sessions else 0.0,
         throughput=throughput,
+        fanout=fanout,
+    )
+
+
+# -- fan-out: fanout_exec against the loop people write by hand, on the same connections ----
+
+#: Connections the fan-out path runs on, all to the target.
+FANOUT_NODES = 4
+FANOUT = Path(
+    "fanout",
+    f"fan-out to {FANOUT_NODES} connections",
+    f"fanout_exec(<{FANOUT_NODES} names>, stmt)",
+    "dblink_send_query to each, then per connection poll dblink_is_busy without sleeping "
+    "and dblink_get_result twice",
+)
+_FANOUT_NAMES = tuple(f"pgdblink_safe_bench_fan{i}" for i in range(1, FANOUT_NODES + 1))
+_FANOUT_HELPERS = ("pgdblink_safe_bench_fanout_raw", "pgdblink_safe_bench_fanout_toolkit")
+
+_FANOUT_RAW = """
+DECLARE
+    t0 timestamptz;
+    name text;
+    status text;
+BEGIN
+    t0 := pg_catalog.clock_timestamp();
+    FOR i IN 1..calls LOOP
+        FOREACH name IN ARRAY names LOOP
+            IF {dblink}.dblink_send_query(name, {stmt}) <> 1 THEN
+                RAISE EXCEPTION 'could not send: %', {dblink}.dblink_error_message(name);
+            END IF;
+        END LOOP;
+        FOREACH name IN ARRAY names LOOP
+            WHILE {dblink}.dblink_is_busy(name) = 1 LOOP
+            END LOOP;
+            SELECT r.s INTO status FROM {dblink}.dblink_get_result(name) AS r(s text);
+            PERFORM 1 FROM {dblink}.dblink_get_result(name) AS r(s text);
+        END LOOP;
+    END LOOP;
+    RETURN pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - t0) * 1000000;
+END;
+"""
+
+_FANOUT_TOOLKIT = """
+DECLARE
+    t0 timestamptz;
+    failed bigint;
+BEGIN
+    t0 := pg_catalog.clock_timestamp();
+    FOR i IN 1..calls LOOP
+        SELECT pg_catalog.count(f.sqlstate) INTO failed
+        FROM {toolkit}.fanout_exec(names, {stmt}) AS f;
+        IF failed <> 0 THEN
+            RAISE EXCEPTION 'fanout_exec failed on % connection(s)', failed;
+        END IF;
+    END LOOP;
+    RETURN pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - t0) * 1000000;
+END;
+"""
+
+
+def _fanout(
+    conn: psycopg.Connection[Any],
+    target: str,
+    dblink_schema: str,
+    schema: str,
+    rounds: int,
+    calls_per_round: int,
+) -> Comparison:
+    """Per-call figures of both sides, alternating rounds on the same connections."""
+    dblink = sql.Identifier(dblink_schema)
+    toolkit = sql.Identifier(schema)
+    values = {"dblink": dblink, "toolkit": toolkit, "stmt": sql.Literal(STATEMENT)}
+    try:
+        for name, body in zip(_FANOUT_HELPERS, (_FANOUT_RAW, _FANOUT_TOOLKIT), strict=True):
+            conn.execute(
+                sql.SQL(
+                    "CREATE FUNCTION pg_temp.{}(names text[], calls integer) "
+                    "RETURNS double precision LANGUAGE plpgsql "
+                    "SET search_path = pg_catalog, pg_temp AS {}"
+                ).format(
+                    sql.Identifier(name),
+                    sql.Literal(sql.SQL(body).format(**values).as_string(conn)),
+                )
+            )
+        for name in _FANOUT_NAMES:
+            conn.execute(
+                sql.SQL("SELECT {}.ensure_dblink_conn(%s, %s)").format(toolkit), [name, target]
+            )
+        samples: dict[str, list[float]] = {side: [] for side in SIDES}
+        for number in range(WARMUP_ROUNDS + rounds):
+            for side in sides_in_round(number):
+                row = conn.execute(
+                    sql.SQL("SELECT pg_temp.{}(%s, %s)").format(
+                        sql.Identifier(f"pgdblink_safe_bench_fanout_{side}")
+                    ),
+                    [list(_FANOUT_NAMES), calls_per_round],
+                ).fetchone()
+                if number >= WARMUP_ROUNDS:
+                    samples[side].append(float(_one_row(row, f"fan-out round, {side}")[0]))
+    finally:
+        with contextlib.suppress(psycopg.Error):
+            for name in _FANOUT_NAMES:
+                conn.execute(
+                    sql.SQL("SELECT {}.safe_dblink_disconnect(%s)").format(toolkit), [name]
+                )
+            for name in _FANOUT_HELPERS:
+                conn.execute(
+                    sql.SQL("DROP FUNCTION IF EXISTS pg_temp.{}").format(sql.Identifier(name))
+                )
+    return Comparison(
+        FANOUT,
+        figures(per_call_us(samples["raw"], calls_per_round)),
+        figures(per_call_us(samples["toolkit"], calls_per_round)),
     )

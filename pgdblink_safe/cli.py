@@ -654,7 +654,34 @@ def _bench_lines(result: bench.BenchResult) -> list[str]:
     for c in comparisons:
         lines.append(f"{c.path.label:<{width}}  toolkit  {c.path.toolkit}")
         lines.append(f"{'':<{width}}  raw      {c.path.raw}")
+    if result.fanout:
+        lines += _fanout_lines(result.fanout)
     return lines
+
+
+def _fanout_lines(fanout: bench.Comparison) -> list[str]:
+    """The fan-out path: per call, both quantiles, then what each side ran."""
+    rows = []
+    for quantile in ("median", "p99"):
+        raw = getattr(fanout.raw, f"{quantile}_us")
+        toolkit = getattr(fanout.toolkit, f"{quantile}_us")
+        share = bench.ratio(toolkit, raw)
+        rows.append(
+            (
+                quantile,
+                f"{raw:.1f}",
+                f"{toolkit:.1f}",
+                f"{bench.added_us(toolkit, raw):+.1f}",
+                "n/a" if share is None else f"{share:.2f}",
+            )
+        )
+    return [
+        "",
+        *_table(fanout.path.label, ("raw µs", "toolkit µs", "added µs", "ratio"), rows),
+        "",
+        f"fan-out  toolkit  {fanout.path.toolkit}",
+        f"         raw      {fanout.path.raw}",
+    ]
 
 
 @cli.command(name="bench")
@@ -718,8 +745,9 @@ def bench_command(
 
     Paths: exec; exec through a minimal wrapper (the floor for any wrapper); query of a
     scalar; query of a row type; exec with a timeout (raw: send, poll, get the result); exec
-    with resolve (a one-row UPDATE of a temporary remote table); and the first statement
-    after the remote backend was terminated (raw: catch, disconnect, connect, retry).
+    with resolve (a one-row UPDATE of a temporary remote table); the first statement
+    after the remote backend was terminated (raw: catch, disconnect, connect, retry); and
+    fanout_exec on four connections (raw: send to each, then collect each).
     Calls are timed server-side, in rounds on one dblink connection, raw and toolkit
     alternating, and printed as the median and p99 per call with the µs the toolkit adds.
     --sessions N also runs N sessions side by side and prints the toolkit's calls/s as a

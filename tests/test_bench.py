@@ -222,6 +222,33 @@ def test_table() -> None:
     assert len(lines) == legend + 2 * (len(bench.PATHS) + 1)
 
 
+def test_fanout_figures_in_json_and_table() -> None:
+    fanout = comparison(bench.FANOUT, (300.0, 900.0), (420.5, 1500.0))
+    result = dataclasses.replace(made_up_result(), fanout=fanout)
+    data = json.loads(json.dumps(result.as_dict()))
+    assert data["fanout"] == {
+        "nodes": bench.FANOUT_NODES,
+        "toolkit": bench.FANOUT.toolkit,
+        "raw": bench.FANOUT.raw,
+        "median": {"raw_us": 300.0, "toolkit_us": 420.5, "added_us": 120.5, "ratio": 1.4017},
+        "p99": {"raw_us": 900.0, "toolkit_us": 1500.0, "added_us": 600.0, "ratio": 1.6667},
+    }
+    assert "fanout" not in data["paths"]
+    assert json.loads(json.dumps(made_up_result().as_dict()))["fanout"] is None
+    lines = _bench_lines(result)
+    without = _bench_lines(made_up_result())
+    assert lines[: len(without)] == without
+    assert lines[len(without) :] == [
+        "",
+        "fan-out to 4 connections  raw µs  toolkit µs  added µs  ratio",
+        "median                     300.0       420.5    +120.5   1.40",
+        "p99                        900.0      1500.0    +600.0   1.67",
+        "",
+        "fan-out  toolkit  fanout_exec(<4 names>, stmt)",
+        "         raw      " + bench.FANOUT.raw,
+    ]
+
+
 def test_table_without_sessions_or_with_a_replaced_connection() -> None:
     result = made_up_result()
     assert not any("calls/s" in line for line in _bench_lines(result))
@@ -287,6 +314,9 @@ def test_a_run_with_sessions_and_quoted_schemas_leaves_nothing_behind(
             row = figures[quantile]
             assert set(row) == {"raw_us", "toolkit_us", "added_us", "ratio"}
             assert row["added_us"] == pytest.approx(row["toolkit_us"] - row["raw_us"], abs=0.02)
+    assert data["fanout"]["nodes"] == bench.FANOUT_NODES
+    assert set(data["fanout"]["median"]) == {"raw_us", "toolkit_us", "added_us", "ratio"}
+    assert "timing fanout_exec on 4 connections" in result.stderr
     assert data["throughput"]["sessions"] == 2
     assert sorted(data["throughput"]["paths"]) == sorted(PATH_NAMES)
     for rates in data["throughput"]["paths"].values():

@@ -280,7 +280,30 @@ def test_ordinary_role_through_a_foreign_server_with_password_auth(
                 "'SELECT note FROM items ORDER BY id', NULL::text) AS t(note)"
             ).fetchall()
             assert notes == [("app",), ("app",)]
-        assert int(remote.execute("SELECT count(*) FROM items", remote_db)[0][0]) == 2
+            fanned = app.execute(
+                "SELECT conn_name, sqlstate, status FROM dblink_safe.fanout_exec("
+                "ARRAY['r'], 'INSERT INTO items (note) VALUES (''fan'')')"
+            ).fetchall()
+            assert fanned == [("r", None, "INSERT 0 1")]
+            counted = app.execute(
+                "SELECT conn_name, value FROM dblink_safe.fanout("
+                "ARRAY['r'], 'SELECT count(*) FROM items', NULL::bigint)"
+            ).fetchall()
+            assert counted == [("r", 3)]
+            # A node that cannot be healed says why, without the password.
+            installed.execute(
+                sql.SQL(
+                    "ALTER USER MAPPING FOR {} SERVER remote_srv OPTIONS (SET password {})"
+                ).format(ident, sql.Literal(f"{SECRET}-wrong"))
+            )
+            remote.terminate_backends(remote_db)
+            failed = app.execute(
+                "SELECT sqlstate, message FROM dblink_safe.fanout_exec("
+                "ARRAY['r'], 'INSERT INTO items (note) VALUES (''fan'')')"
+            ).fetchall()
+            assert len(failed) == 1 and failed[0][0] is not None
+            assert SECRET not in failed[0][1]
+        assert int(remote.execute("SELECT count(*) FROM items", remote_db)[0][0]) == 3
         installed.execute(sql.SQL("DROP USER MAPPING FOR {} SERVER remote_srv").format(ident))
 
 
