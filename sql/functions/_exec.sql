@@ -208,10 +208,10 @@ BEGIN
                     IF began AND listed THEN
                         -- A remote error inside the toolkit's own transaction: collect what is
                         -- left of the query and end the transaction, so that the connection
-                        -- stays usable.
-                        IF {{ dblink }}.dblink_is_busy(conn_name) = 0 THEN
-                            PERFORM 1 FROM {{ dblink }}.dblink_get_result(conn_name, false) AS r(ignored text);
-                        END IF;
+                        -- stays usable. The server has answered with the error: the end of the
+                        -- query follows at once, though it may not have arrived yet (dblink_exec
+                        -- of the ROLLBACK would find the connection busy and send nothing).
+                        PERFORM 1 FROM {{ dblink }}.dblink_get_result(conn_name, false) AS r(ignored text);
                         PERFORM {{ dblink }}.dblink_exec(conn_name, 'ROLLBACK', false);
                         IF err_state = '22P02'
                            AND pg_catalog.strpos(err_message, 'pgdblink_safe: a remote transaction was already open') > 0 THEN
