@@ -1055,8 +1055,8 @@ END;
 $fn$;
 COMMENT ON FUNCTION dblink_safe._probe(text, boolean) IS
 'pgdblink_safe internal: proves a listed dblink connection alive with one round trip, within '
-'connect_timeout, with run also noting the server run it reached; returns where it leads (database/role/system identifier), '''' when a live remote '
-'could not say, NULL when dead';
+'connect_timeout, with run also noting the server run it reached; returns where it leads '
+'(database/role/system identifier), '''' when a live remote could not say, NULL when dead';
 -- source: functions/_is_alive.sql
 CREATE OR REPLACE FUNCTION dblink_safe._is_alive(conn_name text)
 RETURNS boolean
