@@ -64,7 +64,7 @@ def tunable_options(show_default: bool) -> Callable[[F], F]:
         for field in reversed(_TUNABLES):
             func = click.option(
                 "--" + field.name.replace("_", "-"),
-                type=int,
+                type=str if field.type is str else int,
                 default=field.default if show_default else None,
                 show_default=show_default,
                 help=f"Installed default for {field.name}"
@@ -133,7 +133,7 @@ def dry_run_options(func: F) -> F:
 
 
 def _settings_for(
-    conn: psycopg.Connection[Any], schema: str, chosen: dict[str, int]
+    conn: psycopg.Connection[Any], schema: str, chosen: dict[str, Any]
 ) -> Settings | None:
     if not chosen:
         return None
@@ -144,7 +144,7 @@ def _settings_for(
 def _apply(
     dsn: str,
     schema: str,
-    chosen: dict[str, int],
+    chosen: dict[str, Any],
     *,
     lock_timeout_s: float,
     create_extension: bool = False,
@@ -166,7 +166,7 @@ def _apply(
         return applied, installer.status(conn, schema)
 
 
-def _print_sql(schema: str, dblink_schema: str, chosen: dict[str, int], after_version: int) -> None:
+def _print_sql(schema: str, dblink_schema: str, chosen: dict[str, Any], after_version: int) -> None:
     try:
         settings = Settings(schema=schema, dblink_schema=dblink_schema, **chosen)
     except ConfigurationError as exc:
@@ -177,7 +177,7 @@ def _print_sql(schema: str, dblink_schema: str, chosen: dict[str, int], after_ve
 def _dry_run(
     dsn: str,
     schema: str,
-    chosen: dict[str, int],
+    chosen: dict[str, Any],
     create_extension: bool,
     to_version: int | None,
     lock_timeout: float,
@@ -234,7 +234,7 @@ def cli() -> None:
     show_default=True,
     help="Render only the migrations newer than this version.",
 )
-def render(schema: str, dblink_schema: str, after_version: int, **tunables: int) -> None:
+def render(schema: str, dblink_schema: str, after_version: int, **tunables: Any) -> None:
     """Print the install script (SQL) for a configuration, without touching any server.
 
     The script applies each migration and records it, one transaction each, so a later
@@ -280,7 +280,7 @@ def install(
     dry_run: bool,
     sql: bool,
     dblink_schema: str,
-    **tunables: int | None,
+    **tunables: Any,
 ) -> None:
     """Apply the pending migrations to a database; running it again changes nothing.
 
@@ -349,7 +349,7 @@ def upgrade(
     dry_run: bool,
     sql: bool,
     dblink_schema: str,
-    **tunables: int | None,
+    **tunables: Any,
 ) -> None:
     """Bring an installed toolkit to the latest version (or --to-version).
 
@@ -421,7 +421,7 @@ def upgrade(
 @schema_option
 @dblink_schema_option
 @tunable_options(show_default=True)
-def export_command(fmt: str, out: Path, schema: str, dblink_schema: str, **tunables: int) -> None:
+def export_command(fmt: str, out: Path, schema: str, dblink_schema: str, **tunables: Any) -> None:
     """Write the migrations as files your migration tool picks up unchanged, or an extension.
 
     Each migration file also records itself in the toolkit's bookkeeping table, so `status`
