@@ -3250,9 +3250,9 @@ DECLARE
 BEGIN
     -- One query string, one remote transaction (the statements of a simple query run in one
     -- implicit transaction, committed after the last one): a check that the connection leads
-    -- to this server, database and role, which also sets, for this transaction only, the
-    -- caller's search_path and token as application_name (how _autonomous_await finds the
-    -- remote backend); the statement; and a row holding token, whose result arrives only once
+    -- to this server, database and role, which also sets the caller's search_path for this
+    -- transaction only and takes a shared advisory lock keyed by token until it ends (how
+    -- _autonomous_await finds the remote backend, whatever the statement does); the statement; and a row holding token, whose result arrives only once
     -- that transaction has committed. The check fails with a cast error, so that nothing of
     -- the statement runs. The server sends the results together at the end of the string.
     sent := pg_catalog.format(
@@ -3262,10 +3262,10 @@ BEGIN
         'THEN %L ELSE (''pgdblink_safe: the autonomous connection leads to role '' '
         'OPERATOR(pg_catalog.||) CURRENT_USER OPERATOR(pg_catalog.||) '' in database '' '
         'OPERATOR(pg_catalog.||) pg_catalog.current_database())::integer::text END, true), '
-        'pg_catalog.set_config(''application_name'', %L, true);' || E'\n' || '%s' || E'\n' || ';SELECT %L::text',
+        'pg_catalog.pg_advisory_xact_lock_shared(1886610803, %s);' || E'\n' || '%s' || E'\n' || ';SELECT %L::text',
         CURRENT_USER, pg_catalog.current_database(),
         pg_catalog.date_part('epoch', pg_catalog.pg_postmaster_start_time()),
-        search_path, token, sql, token);
+        search_path, pg_catalog.split_part(token, ':', 2)::integer, sql, token);
     IF public.dblink_send_query(link, sent) <> 1 THEN
         err_message := public.dblink_error_message(link);
         PERFORM dblink_safe._forget_broken(link, '08006', err_message, NULL);
@@ -3276,7 +3276,7 @@ BEGIN
     END IF;
     PERFORM dblink_safe._autonomous_await(link, token, timeout_s, started);
     BEGIN
-        PERFORM 1 FROM public.dblink_get_result(link) AS r(path text, application_name text);
+        PERFORM 1 FROM public.dblink_get_result(link) AS r(path text, locked text);
     EXCEPTION WHEN invalid_text_representation THEN
         GET STACKED DIAGNOSTICS err_message = MESSAGE_TEXT;
         IF pg_catalog.strpos(err_message, 'pgdblink_safe: the autonomous connection leads to') = 0 THEN
@@ -3333,12 +3333,13 @@ BEGIN
                       HINT = 'Raise timeout, or find what the statement waited for; the next call reconnects.';
         END IF;
         IF pg_catalog.clock_timestamp() >= next_check THEN
-            -- The remote backend is the one whose application_name is token, set by the
-            -- statement itself. Activity is read from a snapshot kept for the transaction:
-            -- a fresh one each time.
-            PERFORM pg_catalog.pg_stat_clear_snapshot();
-            SELECT a.pid INTO remote_pid FROM pg_catalog.pg_stat_get_activity(NULL) AS a
-            WHERE a.application_name = token;
+            -- The remote backend is the one that holds the advisory lock keyed by token,
+            -- taken by the query string before the statement.
+            SELECT l.pid INTO remote_pid FROM pg_catalog.pg_locks AS l
+            WHERE l.locktype = 'advisory' AND l.classid = 1886610803::oid
+              AND l.objid = pg_catalog.split_part(token, ':', 2)::oid AND l.objsubid = 2
+              AND l.granted
+            LIMIT 1;
             IF pg_catalog.pg_backend_pid() = ANY (pg_catalog.pg_blocking_pids(remote_pid)) THEN
                 SELECT l.locktype, l.mode,
                        CASE l.locktype
@@ -3431,7 +3432,10 @@ DECLARE
     started timestamptz := pg_catalog.clock_timestamp();
     timeout_s numeric := EXTRACT(epoch FROM timeout);
     -- Marks the end of this call's results; no statement of the caller's gives it by chance.
-    token text := 'pgdblink_safe:' || pg_catalog.md5(pg_catalog.random()::text || pg_catalog.clock_timestamp()::text);
+    -- Its second field keys the advisory lock by which _autonomous_await finds the remote
+    -- backend.
+    token text := 'pgdblink_safe:' || pg_catalog.floor(pg_catalog.random() * 2147483647)::bigint
+        || ':' || pg_catalog.md5(pg_catalog.random()::text || pg_catalog.clock_timestamp()::text);
     link text;
     results text[];
     status text;
@@ -3524,7 +3528,9 @@ AS $fn$
 DECLARE
     started timestamptz := pg_catalog.clock_timestamp();
     timeout_s numeric := EXTRACT(epoch FROM timeout);
-    token text := 'pgdblink_safe:' || pg_catalog.md5(pg_catalog.random()::text || pg_catalog.clock_timestamp()::text);
+    -- As in _autonomous_exec: the end of the results, and the key of the advisory lock.
+    token text := 'pgdblink_safe:' || pg_catalog.floor(pg_catalog.random() * 2147483647)::bigint
+        || ':' || pg_catalog.md5(pg_catalog.random()::text || pg_catalog.clock_timestamp()::text);
     type_oid oid := pg_catalog.pg_typeof(row_type)::oid;
     columns text;
     link text;

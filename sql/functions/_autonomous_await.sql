@@ -34,12 +34,13 @@ BEGIN
                       HINT = 'Raise timeout, or find what the statement waited for; the next call reconnects.';
         END IF;
         IF pg_catalog.clock_timestamp() >= next_check THEN
-            -- The remote backend is the one whose application_name is token, set by the
-            -- statement itself. Activity is read from a snapshot kept for the transaction:
-            -- a fresh one each time.
-            PERFORM pg_catalog.pg_stat_clear_snapshot();
-            SELECT a.pid INTO remote_pid FROM pg_catalog.pg_stat_get_activity(NULL) AS a
-            WHERE a.application_name = token;
+            -- The remote backend is the one that holds the advisory lock keyed by token,
+            -- taken by the query string before the statement.
+            SELECT l.pid INTO remote_pid FROM pg_catalog.pg_locks AS l
+            WHERE l.locktype = 'advisory' AND l.classid = 1886610803::oid
+              AND l.objid = pg_catalog.split_part(token, ':', 2)::oid AND l.objsubid = 2
+              AND l.granted
+            LIMIT 1;
             IF pg_catalog.pg_backend_pid() = ANY (pg_catalog.pg_blocking_pids(remote_pid)) THEN
                 SELECT l.locktype, l.mode,
                        CASE l.locktype

@@ -10,7 +10,10 @@ DECLARE
     started timestamptz := pg_catalog.clock_timestamp();
     timeout_s numeric := EXTRACT(epoch FROM timeout);
     -- Marks the end of this call's results; no statement of the caller's gives it by chance.
-    token text := 'pgdblink_safe:' || pg_catalog.md5(pg_catalog.random()::text || pg_catalog.clock_timestamp()::text);
+    -- Its second field keys the advisory lock by which _autonomous_await finds the remote
+    -- backend.
+    token text := 'pgdblink_safe:' || pg_catalog.floor(pg_catalog.random() * 2147483647)::bigint
+        || ':' || pg_catalog.md5(pg_catalog.random()::text || pg_catalog.clock_timestamp()::text);
     link text;
     results text[];
     status text;

@@ -9,7 +9,9 @@ AS $fn$
 DECLARE
     started timestamptz := pg_catalog.clock_timestamp();
     timeout_s numeric := EXTRACT(epoch FROM timeout);
-    token text := 'pgdblink_safe:' || pg_catalog.md5(pg_catalog.random()::text || pg_catalog.clock_timestamp()::text);
+    -- As in _autonomous_exec: the end of the results, and the key of the advisory lock.
+    token text := 'pgdblink_safe:' || pg_catalog.floor(pg_catalog.random() * 2147483647)::bigint
+        || ':' || pg_catalog.md5(pg_catalog.random()::text || pg_catalog.clock_timestamp()::text);
     type_oid oid := pg_catalog.pg_typeof(row_type)::oid;
     columns text;
     link text;

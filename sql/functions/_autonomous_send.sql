@@ -14,9 +14,9 @@ DECLARE
 BEGIN
     -- One query string, one remote transaction (the statements of a simple query run in one
     -- implicit transaction, committed after the last one): a check that the connection leads
-    -- to this server, database and role, which also sets, for this transaction only, the
-    -- caller's search_path and token as application_name (how _autonomous_await finds the
-    -- remote backend); the statement; and a row holding token, whose result arrives only once
+    -- to this server, database and role, which also sets the caller's search_path for this
+    -- transaction only and takes a shared advisory lock keyed by token until it ends (how
+    -- _autonomous_await finds the remote backend, whatever the statement does); the statement; and a row holding token, whose result arrives only once
     -- that transaction has committed. The check fails with a cast error, so that nothing of
     -- the statement runs. The server sends the results together at the end of the string.
     sent := pg_catalog.format(
@@ -26,10 +26,10 @@ BEGIN
         'THEN %L ELSE (''pgdblink_safe: the autonomous connection leads to role '' '
         'OPERATOR(pg_catalog.||) CURRENT_USER OPERATOR(pg_catalog.||) '' in database '' '
         'OPERATOR(pg_catalog.||) pg_catalog.current_database())::integer::text END, true), '
-        'pg_catalog.set_config(''application_name'', %L, true);' || E'\n' || '%s' || E'\n' || ';SELECT %L::text',
+        'pg_catalog.pg_advisory_xact_lock_shared(1886610803, %s);' || E'\n' || '%s' || E'\n' || ';SELECT %L::text',
         CURRENT_USER, pg_catalog.current_database(),
         pg_catalog.date_part('epoch', pg_catalog.pg_postmaster_start_time()),
-        search_path, token, sql, token);
+        search_path, pg_catalog.split_part(token, ':', 2)::integer, sql, token);
     IF {{ dblink }}.dblink_send_query(link, sent) <> 1 THEN
         err_message := {{ dblink }}.dblink_error_message(link);
         PERFORM {{ schema }}._forget_broken(link, '08006', err_message, NULL);
@@ -40,7 +40,7 @@ BEGIN
     END IF;
     PERFORM {{ schema }}._autonomous_await(link, token, timeout_s, started);
     BEGIN
-        PERFORM 1 FROM {{ dblink }}.dblink_get_result(link) AS r(path text, application_name text);
+        PERFORM 1 FROM {{ dblink }}.dblink_get_result(link) AS r(path text, locked text);
     EXCEPTION WHEN invalid_text_representation THEN
         GET STACKED DIAGNOSTICS err_message = MESSAGE_TEXT;
         IF pg_catalog.strpos(err_message, 'pgdblink_safe: the autonomous connection leads to') = 0 THEN
