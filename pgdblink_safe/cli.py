@@ -656,6 +656,39 @@ def _bench_lines(result: bench.BenchResult) -> list[str]:
         lines.append(f"{'':<{width}}  raw      {c.path.raw}")
     if result.fanout:
         lines += _fanout_lines(result.fanout)
+    if result.autonomous:
+        lines += _autonomous_lines(result.autonomous)
+    elif result.autonomous_skipped:
+        lines += ["", f"autonomous  not measured: {result.autonomous_skipped}"]
+    return lines
+
+
+def _autonomous_lines(compared: tuple[bench.Comparison, ...]) -> list[str]:
+    """The autonomous path: autonomous_exec against each other side, per call."""
+    rows = []
+    for c in compared:
+        for quantile in ("median", "p99"):
+            raw = getattr(c.raw, f"{quantile}_us")
+            toolkit = getattr(c.toolkit, f"{quantile}_us")
+            share = bench.ratio(toolkit, raw)
+            rows.append(
+                (
+                    f"{c.path.label}, {quantile}",
+                    f"{raw:.1f}",
+                    f"{toolkit:.1f}",
+                    f"{bench.added_us(toolkit, raw):+.1f}",
+                    "n/a" if share is None else f"{share:.2f}",
+                )
+            )
+    width = max(len(c.path.label) for c in compared)
+    lines = [
+        "",
+        *_table("autonomous per call", ("other µs", "autonomous µs", "added µs", "ratio"), rows),
+        "",
+    ]
+    for c in compared:
+        lines.append(f"{c.path.label:<{width}}  autonomous  {c.path.toolkit}")
+        lines.append(f"{'':<{width}}  other       {c.path.raw}")
     return lines
 
 
@@ -747,7 +780,9 @@ def bench_command(
     scalar; query of a row type; exec with a timeout (raw: send, poll, get the result); exec
     with resolve (a one-row UPDATE of a temporary remote table); the first statement
     after the remote backend was terminated (raw: catch, disconnect, connect, retry); and
-    fanout_exec on four connections (raw: send to each, then collect each).
+    fanout_exec on four connections (raw: send to each, then collect each); and autonomous_exec
+    against a connection opened per call and a kept safe_dblink_exec connection, both to the
+    --dsn database.
     Calls are timed server-side, in rounds on one dblink connection, raw and toolkit
     alternating, and printed as the median and p99 per call with the µs the toolkit adds.
     --sessions N also runs N sessions side by side and prints the toolkit's calls/s as a
