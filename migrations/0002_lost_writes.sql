@@ -3143,6 +3143,8 @@ DECLARE
     -- One connection per session and role. A role name can take the whole 63 bytes of a
     -- dblink name: a longer link uses the name's hash, under a prefix no role name can share.
     link text := 'autonomous:' || CURRENT_USER;
+    key text;
+    state text;
     socket_dir text;
     target text;
     err_state text;
@@ -3151,6 +3153,28 @@ DECLARE
 BEGIN
     IF pg_catalog.octet_length(link) > 63 THEN
         link := 'autonomous#' || pg_catalog.md5(CURRENT_USER::text);
+    END IF;
+    -- Used within the validation window, not due for recycling, idle and healthy: as
+    -- safe_dblink_exec's hot path, the connection is used as it is. Whatever it leads to is
+    -- checked again by the statement's own query string (_autonomous_send).
+    key := 'dblink_safe.h_' || pg_catalog.encode(pg_catalog.convert_to(link, 'SQL_ASCII'), 'hex');
+    state := pg_catalog.current_setting(key, true);
+    IF state <> ''
+       AND pg_catalog.date_part('epoch', pg_catalog.clock_timestamp())
+           - pg_catalog.split_part(state, ' ', 1)::double precision
+           <= 1.0
+       AND (pg_catalog.split_part(state, ' ', 3) = '0'
+            OR pg_catalog.date_part('epoch', pg_catalog.clock_timestamp())
+               < pg_catalog.split_part(state, ' ', 3)::double precision)
+       AND (pg_catalog.split_part(state, ' ', 4) = '0'
+            OR pg_catalog.date_part('epoch', pg_catalog.clock_timestamp())
+               - pg_catalog.split_part(state, ' ', 1)::double precision
+               <= pg_catalog.split_part(state, ' ', 4)::double precision)
+       AND (link = ANY (public.dblink_get_connections())) IS TRUE
+       AND public.dblink_is_busy(link) = 0
+       AND public.dblink_is_busy(link) = 0
+       AND public.dblink_error_message(link) = 'OK' THEN
+        RETURN link;
     END IF;
     IF '' <> '' THEN
         PERFORM dblink_safe.ensure_dblink_conn(link, '');
@@ -3244,9 +3268,7 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     sent text;
-    err_state text;
     err_message text;
-    err_detail text;
 BEGIN
     -- One query string, one remote transaction (the statements of a simple query run in one
     -- implicit transaction, committed after the last one): a check that the connection leads
@@ -3307,6 +3329,7 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     nap numeric := 0.0005;
+    polled_from timestamptz := pg_catalog.clock_timestamp();
     next_check timestamptz := pg_catalog.clock_timestamp() + interval '2 milliseconds';
     lock_type text;
     lock_mode text;
@@ -3314,7 +3337,7 @@ DECLARE
     relation text;
     remote_pid integer;
 BEGIN
-    -- As _await, and more: the remote backend runs on this server, so a wait for a lock that
+    -- As _await (polling without sleeping for the first 300 µs of this wait), and more: the remote backend runs on this server, so a wait for a lock that
     -- this backend holds is seen in pg_blocking_pids. The server's deadlock detector cannot
     -- see it (the edge back to this backend runs through a client connection), and neither
     -- side would ever go on. Checked after 2 ms, then every 20 ms.
@@ -3377,7 +3400,7 @@ BEGIN
             END IF;
             next_check := pg_catalog.clock_timestamp() + interval '20 milliseconds';
         END IF;
-        IF pg_catalog.clock_timestamp() - started > interval '300 microseconds' THEN
+        IF pg_catalog.clock_timestamp() - polled_from > interval '300 microseconds' THEN
             PERFORM pg_catalog.pg_sleep(nap::double precision);
             nap := LEAST(nap * 2, 0.01);
         END IF;

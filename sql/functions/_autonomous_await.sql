@@ -8,6 +8,7 @@ VOLATILE
 AS $fn$
 DECLARE
     nap numeric := 0.0005;
+    polled_from timestamptz := pg_catalog.clock_timestamp();
     next_check timestamptz := pg_catalog.clock_timestamp() + interval '2 milliseconds';
     lock_type text;
     lock_mode text;
@@ -15,7 +16,7 @@ DECLARE
     relation text;
     remote_pid integer;
 BEGIN
-    -- As _await, and more: the remote backend runs on this server, so a wait for a lock that
+    -- As _await (polling without sleeping for the first 300 µs of this wait), and more: the remote backend runs on this server, so a wait for a lock that
     -- this backend holds is seen in pg_blocking_pids. The server's deadlock detector cannot
     -- see it (the edge back to this backend runs through a client connection), and neither
     -- side would ever go on. Checked after 2 ms, then every 20 ms.
@@ -78,7 +79,7 @@ BEGIN
             END IF;
             next_check := pg_catalog.clock_timestamp() + interval '20 milliseconds';
         END IF;
-        IF pg_catalog.clock_timestamp() - started > interval '300 microseconds' THEN
+        IF pg_catalog.clock_timestamp() - polled_from > interval '300 microseconds' THEN
             PERFORM pg_catalog.pg_sleep(nap::double precision);
             nap := LEAST(nap * 2, 0.01);
         END IF;

@@ -8,6 +8,8 @@ DECLARE
     -- One connection per session and role. A role name can take the whole 63 bytes of a
     -- dblink name: a longer link uses the name's hash, under a prefix no role name can share.
     link text := 'autonomous:' || CURRENT_USER;
+    key text;
+    state text;
     socket_dir text;
     target text;
     err_state text;
@@ -16,6 +18,28 @@ DECLARE
 BEGIN
     IF pg_catalog.octet_length(link) > 63 THEN
         link := 'autonomous#' || pg_catalog.md5(CURRENT_USER::text);
+    END IF;
+    -- Used within the validation window, not due for recycling, idle and healthy: as
+    -- safe_dblink_exec's hot path, the connection is used as it is. Whatever it leads to is
+    -- checked again by the statement's own query string (_autonomous_send).
+    key := {{ guc_hot }} || pg_catalog.encode(pg_catalog.convert_to(link, 'SQL_ASCII'), 'hex');
+    state := pg_catalog.current_setting(key, true);
+    IF state <> ''
+       AND pg_catalog.date_part('epoch', pg_catalog.clock_timestamp())
+           - pg_catalog.split_part(state, ' ', 1)::double precision
+           <= {{ validation_window_s }}
+       AND (pg_catalog.split_part(state, ' ', 3) = '0'
+            OR pg_catalog.date_part('epoch', pg_catalog.clock_timestamp())
+               < pg_catalog.split_part(state, ' ', 3)::double precision)
+       AND (pg_catalog.split_part(state, ' ', 4) = '0'
+            OR pg_catalog.date_part('epoch', pg_catalog.clock_timestamp())
+               - pg_catalog.split_part(state, ' ', 1)::double precision
+               <= pg_catalog.split_part(state, ' ', 4)::double precision)
+       AND (link = ANY ({{ dblink }}.dblink_get_connections())) IS TRUE
+       AND {{ dblink }}.dblink_is_busy(link) = 0
+       AND {{ dblink }}.dblink_is_busy(link) = 0
+       AND {{ dblink }}.dblink_error_message(link) = 'OK' THEN
+        RETURN link;
     END IF;
     IF {{ autonomous_server }} <> '' THEN
         PERFORM {{ schema }}.ensure_dblink_conn(link, {{ autonomous_server }});

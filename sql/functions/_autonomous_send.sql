@@ -8,9 +8,7 @@ VOLATILE
 AS $fn$
 DECLARE
     sent text;
-    err_state text;
     err_message text;
-    err_detail text;
 BEGIN
     -- One query string, one remote transaction (the statements of a simple query run in one
     -- implicit transaction, committed after the last one): a check that the connection leads
