@@ -299,6 +299,17 @@ def test_bad_input_and_remote_errors(audit: Conn) -> None:
     assert autonomous(audit, log("a") + "; " + log("b")) == "INSERT 0 1"
     assert autonomous(audit, log("c") + " -- a comment at the end") == "INSERT 0 1"
     assert notes(audit) == ["a", "b", "c"]
+    # A transaction of sql's own left open is rolled back, not carried into the next call.
+    err = error_of(autonomous, audit, "BEGIN; " + log("left open"))
+    assert err.sqlstate == "0A000", err
+    err = error_of(
+        audit.execute,
+        "SELECT * FROM dblink_safe.autonomous_query('BEGIN; SELECT 1', NULL::int)",
+    )
+    assert err.sqlstate is not None, err
+    assert autonomous(audit, "BEGIN; " + log("d") + "; COMMIT") == "COMMIT"
+    assert autonomous_value(audit, "SELECT now() = statement_timestamp()", "boolean") is True
+    assert notes(audit) == ["a", "b", "c", "d"]
 
 
 def test_a_timeout_cancels_and_the_next_call_reconnects(audit: Conn) -> None:

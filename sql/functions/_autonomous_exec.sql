@@ -18,6 +18,8 @@ DECLARE
     results text[];
     status text;
     gave_rows boolean := false;
+    -- A BEGIN or START TRANSACTION of sql's own, not ended by it.
+    open_tx boolean := false;
     key text;
     state text;
     err_state text;
@@ -52,6 +54,11 @@ BEGIN
             -- A command gives one row, its tag; anything else is rows.
             IF pg_catalog.cardinality(results) = 1 AND results[1] ~ '^[A-Z]+( [A-Z]+)*( [0-9]+)*$' THEN
                 status := results[1];
+                IF status IN ('BEGIN', 'START TRANSACTION') THEN
+                    open_tx := true;
+                ELSIF status IN ('COMMIT', 'ROLLBACK', 'PREPARE TRANSACTION') THEN
+                    open_tx := false;
+                END IF;
             ELSE
                 gave_rows := true;
             END IF;
@@ -64,8 +71,16 @@ BEGIN
                                 err_message = MESSAGE_TEXT,
                                 err_detail = PG_EXCEPTION_DETAIL;
         PERFORM {{ schema }}._autonomous_failed(link, err_state, err_message, err_detail);
+        PERFORM {{ schema }}._autonomous_end(link, sql);
         RAISE;
     END;
+    IF open_tx THEN
+        PERFORM {{ schema }}._autonomous_end(link, sql);
+        RAISE EXCEPTION 'autonomous_exec commits sql itself: sql must not leave a transaction open'
+            USING ERRCODE = '0A000',
+                  DETAIL = 'It began a transaction and did not end it; that transaction was rolled back.',
+                  HINT = 'Leave BEGIN and COMMIT out of sql: it runs in a transaction of its own.';
+    END IF;
     -- Used now: the next call within the validation window needs no probe.
     key := {{ guc_hot }} || {{ schema }}._key(link);
     state := pg_catalog.current_setting(key, true);

@@ -69,6 +69,7 @@ BEGIN
                                 err_message = MESSAGE_TEXT,
                                 err_detail = PG_EXCEPTION_DETAIL;
         PERFORM {{ schema }}._autonomous_failed(link, err_state, err_message, err_detail);
+        PERFORM {{ schema }}._autonomous_end(link, sql);
         RAISE;
     END;
     key := {{ guc_hot }} || {{ schema }}._key(link);
@@ -83,9 +84,11 @@ BEGIN
             false);
     END IF;
     IF extra THEN
+        PERFORM {{ schema }}._autonomous_end(link, sql);
         RAISE EXCEPTION 'autonomous_query takes one query, and sql held several statements'
             USING ERRCODE = '0A000',
-                  DETAIL = 'They all ran in one transaction of their own, which committed.',
+                  DETAIL = 'They ran in a transaction of their own, which committed unless they began '
+                           'one of their own and left it open (then it was rolled back).',
                   HINT = 'Run the other statements with autonomous_exec.';
     END IF;
     RETURN;

@@ -3442,6 +3442,32 @@ $fn$;
 COMMENT ON FUNCTION {{ schema }}._autonomous_failed(text, text, text, text) IS
 'pgdblink_safe internal: after an autonomous statement failed: 08007 when its connection '
 'was lost, otherwise cancels what still runs and leaves the connection ready';
+-- source: functions/_autonomous_end.sql
+CREATE OR REPLACE FUNCTION {{ schema }}._autonomous_end(link text, sql text)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+{{ function_settings }}
+AS $fn$
+BEGIN
+    -- sql that holds BEGIN or START TRANSACTION can leave a transaction open when it fails or
+    -- is refused: it is rolled back, so that the next call's statement is not run inside it,
+    -- never to commit. Anything else ended with its query string.
+    IF sql ~* '\m(begin|start)\M'
+       AND (link = ANY ({{ dblink }}.dblink_get_connections())) IS TRUE
+       AND {{ dblink }}.dblink_is_busy(link) = 0 THEN
+        BEGIN
+            PERFORM {{ dblink }}.dblink_exec(link, 'ROLLBACK', false);
+        EXCEPTION WHEN OTHERS THEN
+            -- A connection that cannot take it is proved alive, or replaced, by the next call.
+            NULL;
+        END;
+    END IF;
+END;
+$fn$;
+COMMENT ON FUNCTION {{ schema }}._autonomous_end(text, text) IS
+'pgdblink_safe internal: rolls back a transaction that a failed or refused autonomous '
+'statement may have left open';
 -- source: functions/_autonomous_exec.sql
 CREATE OR REPLACE FUNCTION {{ schema }}._autonomous_exec(
     sql text, timeout interval, search_path text
@@ -3463,6 +3489,8 @@ DECLARE
     results text[];
     status text;
     gave_rows boolean := false;
+    -- A BEGIN or START TRANSACTION of sql's own, not ended by it.
+    open_tx boolean := false;
     key text;
     state text;
     err_state text;
@@ -3497,6 +3525,11 @@ BEGIN
             -- A command gives one row, its tag; anything else is rows.
             IF pg_catalog.cardinality(results) = 1 AND results[1] ~ '^[A-Z]+( [A-Z]+)*( [0-9]+)*$' THEN
                 status := results[1];
+                IF status IN ('BEGIN', 'START TRANSACTION') THEN
+                    open_tx := true;
+                ELSIF status IN ('COMMIT', 'ROLLBACK', 'PREPARE TRANSACTION') THEN
+                    open_tx := false;
+                END IF;
             ELSE
                 gave_rows := true;
             END IF;
@@ -3509,8 +3542,16 @@ BEGIN
                                 err_message = MESSAGE_TEXT,
                                 err_detail = PG_EXCEPTION_DETAIL;
         PERFORM {{ schema }}._autonomous_failed(link, err_state, err_message, err_detail);
+        PERFORM {{ schema }}._autonomous_end(link, sql);
         RAISE;
     END;
+    IF open_tx THEN
+        PERFORM {{ schema }}._autonomous_end(link, sql);
+        RAISE EXCEPTION 'autonomous_exec commits sql itself: sql must not leave a transaction open'
+            USING ERRCODE = '0A000',
+                  DETAIL = 'It began a transaction and did not end it; that transaction was rolled back.',
+                  HINT = 'Leave BEGIN and COMMIT out of sql: it runs in a transaction of its own.';
+    END IF;
     -- Used now: the next call within the validation window needs no probe.
     key := {{ guc_hot }} || {{ schema }}._key(link);
     state := pg_catalog.current_setting(key, true);
@@ -3611,6 +3652,7 @@ BEGIN
                                 err_message = MESSAGE_TEXT,
                                 err_detail = PG_EXCEPTION_DETAIL;
         PERFORM {{ schema }}._autonomous_failed(link, err_state, err_message, err_detail);
+        PERFORM {{ schema }}._autonomous_end(link, sql);
         RAISE;
     END;
     key := {{ guc_hot }} || {{ schema }}._key(link);
@@ -3625,9 +3667,11 @@ BEGIN
             false);
     END IF;
     IF extra THEN
+        PERFORM {{ schema }}._autonomous_end(link, sql);
         RAISE EXCEPTION 'autonomous_query takes one query, and sql held several statements'
             USING ERRCODE = '0A000',
-                  DETAIL = 'They all ran in one transaction of their own, which committed.',
+                  DETAIL = 'They ran in a transaction of their own, which committed unless they began '
+                           'one of their own and left it open (then it was rolled back).',
                   HINT = 'Run the other statements with autonomous_exec.';
     END IF;
     RETURN;
