@@ -51,6 +51,7 @@ NON_DEFAULT = Settings(
     max_idle_ms=120_000,
     remote_tx_idle_timeout_ms=9000,
     remote_commit_timeout_ms=8000,
+    autonomous_server="log's server",
 )
 
 

@@ -184,6 +184,11 @@ class BenchResult:
     throughput: tuple[Throughput, ...] = field(default_factory=tuple)
     #: fanout_exec against a hand-written send/collect loop, on the same connections.
     fanout: Comparison | None = None
+    #: autonomous_exec against a connection per call and against a kept connection (AUTONOMOUS,
+    #: AUTONOMOUS_KEPT); empty when the autonomous connection could not be opened.
+    autonomous: tuple[Comparison, ...] = ()
+    #: Why the autonomous path was not measured, when it was not.
+    autonomous_skipped: str = ""
 
     @property
     def calls(self) -> int:
@@ -225,6 +230,13 @@ class BenchResult:
             }
             if self.fanout
             else None,
+            "autonomous": {
+                c.path.name: {"toolkit": c.path.toolkit, "raw": c.path.raw, **c.as_dict()}
+                for c in self.autonomous
+            }
+            if self.autonomous
+            else None,
+            "autonomous_skipped": self.autonomous_skipped or None,
         }
 
 
@@ -850,6 +862,21 @@ def run_bench(
     fanout = _fanout(conn, target, dblink_schema, schema, latency_rounds, per_round)
     progress(f"  done in {time.monotonic() - started:.1f} s")
 
+    progress(
+        "timing autonomous_exec against a connection per call and a kept connection to this "
+        f"database: {latency_rounds} round(s) of {per_round} calls of each side ..."
+    )
+    started = time.monotonic()
+    compared: tuple[Comparison, ...] = ()
+    skipped = ""
+    try:
+        compared = autonomous(conn, dblink_schema, schema, latency_rounds, per_round)
+        progress(f"  done in {time.monotonic() - started:.1f} s")
+    except psycopg.Error as exc:
+        # A role that cannot reach its own database (no autonomous_server, not a superuser).
+        skipped = str(exc).strip().splitlines()[0]
+        progress(f"  skipped: {skipped}")
+
     throughput: tuple[Throughput, ...] = ()
     if sessions and connect is not None:
         progress(
@@ -877,6 +904,8 @@ def run_bench(
         session_seconds=session_seconds if sessions else 0.0,
         throughput=throughput,
         fanout=fanout,
+        autonomous=compared,
+        autonomous_skipped=skipped,
     )
 
 
@@ -989,4 +1018,148 @@ def _fanout(
         FANOUT,
         figures(per_call_us(samples["raw"], calls_per_round)),
         figures(per_call_us(samples["toolkit"], calls_per_round)),
+    )
+
+
+# -- autonomous transactions: autonomous_exec against the pragma's usual emulation ----------
+
+#: The autonomous path's sides: autonomous_exec, a new connection per call (how the pragma is
+#: usually converted), and safe_dblink_exec on a connection kept open to the same database.
+AUTONOMOUS = Path(
+    "autonomous",
+    "autonomous vs connect per call",
+    "autonomous_exec(stmt)",
+    "dblink_connect to the same database, dblink_exec, dblink_disconnect, per call",
+)
+AUTONOMOUS_KEPT = Path(
+    "autonomous_kept",
+    "autonomous vs a kept connection",
+    "autonomous_exec(stmt)",
+    "safe_dblink_exec(c, stmt) on a connection kept open to the same database",
+)
+_AUTONOMOUS_NAME = "pgdblink_safe_bench_self"
+_AUTONOMOUS_RAW_NAME = "pgdblink_safe_bench_self_raw"
+_AUTONOMOUS_SIDES = ("connect", "kept", "autonomous")
+_AUTONOMOUS_BODIES = {
+    "connect": """
+DECLARE
+    t0 timestamptz := pg_catalog.clock_timestamp();
+BEGIN
+    FOR i IN 1..calls LOOP
+        PERFORM {dblink}.dblink_connect({raw_name}, target);
+        PERFORM {dblink}.dblink_exec({raw_name}, {stmt});
+        PERFORM {dblink}.dblink_disconnect({raw_name});
+    END LOOP;
+    RETURN pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - t0) * 1000000;
+END;
+""",
+    "kept": """
+DECLARE
+    t0 timestamptz := pg_catalog.clock_timestamp();
+BEGIN
+    FOR i IN 1..calls LOOP
+        PERFORM {toolkit}.safe_dblink_exec({name}, {stmt});
+    END LOOP;
+    RETURN pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - t0) * 1000000;
+END;
+""",
+    "autonomous": """
+DECLARE
+    t0 timestamptz := pg_catalog.clock_timestamp();
+BEGIN
+    FOR i IN 1..calls LOOP
+        PERFORM {toolkit}.autonomous_exec({stmt});
+    END LOOP;
+    RETURN pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - t0) * 1000000;
+END;
+""",
+}
+
+
+def _autonomous_helper(side: str) -> str:
+    return f"pgdblink_safe_bench_autonomous_{side}"
+
+
+def autonomous(
+    conn: psycopg.Connection[Any],
+    dblink_schema: str,
+    schema: str,
+    rounds: int,
+    calls_per_round: int,
+) -> tuple[Comparison, Comparison]:
+    """autonomous_exec against a connection opened per call and against a kept connection,
+    all three to the database ``conn`` is in, in alternating rounds.
+
+    The other two sides connect where autonomous_exec does: its connection's target, read
+    from connections() after a first call. Every connection, autonomous_exec's among them,
+    and every helper is gone after.
+    """
+    dblink = sql.Identifier(dblink_schema)
+    toolkit = sql.Identifier(schema)
+    values = {
+        "dblink": dblink,
+        "toolkit": toolkit,
+        "stmt": sql.Literal(STATEMENT),
+        "name": sql.Literal(_AUTONOMOUS_NAME),
+        "raw_name": sql.Literal(_AUTONOMOUS_RAW_NAME),
+    }
+    link: str | None = None
+    try:
+        conn.execute(sql.SQL("SELECT {}.autonomous_exec(%s)").format(toolkit), [STATEMENT])
+        row = conn.execute(
+            sql.SQL(
+                "SELECT c.conn_name, c.target FROM {}.connections() AS c "
+                "WHERE c.conn_name LIKE 'autonomous%%'"
+            ).format(toolkit)
+        ).fetchone()
+        link, target = _one_row(row, "the autonomous connection in connections()")
+        for side in _AUTONOMOUS_SIDES:
+            conn.execute(
+                sql.SQL(
+                    "CREATE FUNCTION pg_temp.{}(target text, calls integer) "
+                    "RETURNS double precision LANGUAGE plpgsql "
+                    "SET search_path = pg_catalog, pg_temp AS {}"
+                ).format(
+                    sql.Identifier(_autonomous_helper(side)),
+                    sql.Literal(sql.SQL(_AUTONOMOUS_BODIES[side]).format(**values).as_string(conn)),
+                )
+            )
+        conn.execute(
+            sql.SQL("SELECT {}.ensure_dblink_conn(%s, %s)").format(toolkit),
+            [_AUTONOMOUS_NAME, target],
+        )
+        samples: dict[str, list[float]] = {side: [] for side in _AUTONOMOUS_SIDES}
+        for number in range(WARMUP_ROUNDS + rounds):
+            # Each side goes first in turn.
+            shift = number % len(_AUTONOMOUS_SIDES)
+            for side in (*_AUTONOMOUS_SIDES[shift:], *_AUTONOMOUS_SIDES[:shift]):
+                row = conn.execute(
+                    sql.SQL("SELECT pg_temp.{}(%s, %s)").format(
+                        sql.Identifier(_autonomous_helper(side))
+                    ),
+                    [target, calls_per_round],
+                ).fetchone()
+                if number >= WARMUP_ROUNDS:
+                    samples[side].append(float(_one_row(row, f"autonomous round, {side}")[0]))
+    finally:
+        with contextlib.suppress(psycopg.Error):
+            for name in (_AUTONOMOUS_NAME, *([link] if link else [])):
+                conn.execute(
+                    sql.SQL("SELECT {}.safe_dblink_disconnect(%s)").format(toolkit), [name]
+                )
+            if _AUTONOMOUS_RAW_NAME in _open_connections(conn, dblink):
+                conn.execute(
+                    sql.SQL("SELECT {}.dblink_disconnect(%s)").format(dblink),
+                    [_AUTONOMOUS_RAW_NAME],
+                )
+            for side in _AUTONOMOUS_SIDES:
+                conn.execute(
+                    sql.SQL("DROP FUNCTION IF EXISTS pg_temp.{}").format(
+                        sql.Identifier(_autonomous_helper(side))
+                    )
+                )
+    figures_of = {side: figures(per_call_us(samples[side], calls_per_round)) for side in samples}
+    return (
+        Comparison(AUTONOMOUS, figures_of["connect"], figures_of["autonomous"]),
+        Comparison(AUTONOMOUS_KEPT, figures_of["kept"], figures_of["autonomous"]),
     )

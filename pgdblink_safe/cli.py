@@ -64,7 +64,7 @@ def tunable_options(show_default: bool) -> Callable[[F], F]:
         for field in reversed(_TUNABLES):
             func = click.option(
                 "--" + field.name.replace("_", "-"),
-                type=int,
+                type=str if field.type is str else int,
                 default=field.default if show_default else None,
                 show_default=show_default,
                 help=f"Installed default for {field.name}"
@@ -133,7 +133,7 @@ def dry_run_options(func: F) -> F:
 
 
 def _settings_for(
-    conn: psycopg.Connection[Any], schema: str, chosen: dict[str, int]
+    conn: psycopg.Connection[Any], schema: str, chosen: dict[str, Any]
 ) -> Settings | None:
     if not chosen:
         return None
@@ -144,7 +144,7 @@ def _settings_for(
 def _apply(
     dsn: str,
     schema: str,
-    chosen: dict[str, int],
+    chosen: dict[str, Any],
     *,
     lock_timeout_s: float,
     create_extension: bool = False,
@@ -166,7 +166,7 @@ def _apply(
         return applied, installer.status(conn, schema)
 
 
-def _print_sql(schema: str, dblink_schema: str, chosen: dict[str, int], after_version: int) -> None:
+def _print_sql(schema: str, dblink_schema: str, chosen: dict[str, Any], after_version: int) -> None:
     try:
         settings = Settings(schema=schema, dblink_schema=dblink_schema, **chosen)
     except ConfigurationError as exc:
@@ -177,7 +177,7 @@ def _print_sql(schema: str, dblink_schema: str, chosen: dict[str, int], after_ve
 def _dry_run(
     dsn: str,
     schema: str,
-    chosen: dict[str, int],
+    chosen: dict[str, Any],
     create_extension: bool,
     to_version: int | None,
     lock_timeout: float,
@@ -234,7 +234,7 @@ def cli() -> None:
     show_default=True,
     help="Render only the migrations newer than this version.",
 )
-def render(schema: str, dblink_schema: str, after_version: int, **tunables: int) -> None:
+def render(schema: str, dblink_schema: str, after_version: int, **tunables: Any) -> None:
     """Print the install script (SQL) for a configuration, without touching any server.
 
     The script applies each migration and records it, one transaction each, so a later
@@ -280,7 +280,7 @@ def install(
     dry_run: bool,
     sql: bool,
     dblink_schema: str,
-    **tunables: int | None,
+    **tunables: Any,
 ) -> None:
     """Apply the pending migrations to a database; running it again changes nothing.
 
@@ -349,7 +349,7 @@ def upgrade(
     dry_run: bool,
     sql: bool,
     dblink_schema: str,
-    **tunables: int | None,
+    **tunables: Any,
 ) -> None:
     """Bring an installed toolkit to the latest version (or --to-version).
 
@@ -421,7 +421,7 @@ def upgrade(
 @schema_option
 @dblink_schema_option
 @tunable_options(show_default=True)
-def export_command(fmt: str, out: Path, schema: str, dblink_schema: str, **tunables: int) -> None:
+def export_command(fmt: str, out: Path, schema: str, dblink_schema: str, **tunables: Any) -> None:
     """Write the migrations as files your migration tool picks up unchanged, or an extension.
 
     Each migration file also records itself in the toolkit's bookkeeping table, so `status`
@@ -656,6 +656,39 @@ def _bench_lines(result: bench.BenchResult) -> list[str]:
         lines.append(f"{'':<{width}}  raw      {c.path.raw}")
     if result.fanout:
         lines += _fanout_lines(result.fanout)
+    if result.autonomous:
+        lines += _autonomous_lines(result.autonomous)
+    elif result.autonomous_skipped:
+        lines += ["", f"autonomous  not measured: {result.autonomous_skipped}"]
+    return lines
+
+
+def _autonomous_lines(compared: tuple[bench.Comparison, ...]) -> list[str]:
+    """The autonomous path: autonomous_exec against each other side, per call."""
+    rows = []
+    for c in compared:
+        for quantile in ("median", "p99"):
+            raw = getattr(c.raw, f"{quantile}_us")
+            toolkit = getattr(c.toolkit, f"{quantile}_us")
+            share = bench.ratio(toolkit, raw)
+            rows.append(
+                (
+                    f"{c.path.label}, {quantile}",
+                    f"{raw:.1f}",
+                    f"{toolkit:.1f}",
+                    f"{bench.added_us(toolkit, raw):+.1f}",
+                    "n/a" if share is None else f"{share:.2f}",
+                )
+            )
+    width = max(len(c.path.label) for c in compared)
+    lines = [
+        "",
+        *_table("autonomous per call", ("other µs", "autonomous µs", "added µs", "ratio"), rows),
+        "",
+    ]
+    for c in compared:
+        lines.append(f"{c.path.label:<{width}}  autonomous  {c.path.toolkit}")
+        lines.append(f"{'':<{width}}  other       {c.path.raw}")
     return lines
 
 
@@ -747,7 +780,9 @@ def bench_command(
     scalar; query of a row type; exec with a timeout (raw: send, poll, get the result); exec
     with resolve (a one-row UPDATE of a temporary remote table); the first statement
     after the remote backend was terminated (raw: catch, disconnect, connect, retry); and
-    fanout_exec on four connections (raw: send to each, then collect each).
+    fanout_exec on four connections (raw: send to each, then collect each); and autonomous_exec
+    against a connection opened per call and a kept safe_dblink_exec connection, both to the
+    --dsn database.
     Calls are timed server-side, in rounds on one dblink connection, raw and toolkit
     alternating, and printed as the median and p99 per call with the µs the toolkit adds.
     --sessions N also runs N sessions side by side and prints the toolkit's calls/s as a

@@ -7,6 +7,7 @@ from typing import Any
 import psycopg
 
 from pgdblink_safe import _extension
+from pgdblink_safe._sqlquote import ident
 from pgdblink_safe.generator import latest_version
 from pgdblink_safe.installer import find_dblink_schema, status
 
@@ -98,6 +99,19 @@ EXPLANATIONS: dict[str, tuple[str, str]] = {
         "pg_tle current, create pgdblink_safe at its default version, and test a restore; "
         "running the script of `pgdblink-safe export --format pg_tle` on the restored "
         "database registers any version the restore missed.",
+    ),
+    "PGS011": (
+        "autonomous transactions cannot reach this database",
+        "autonomous_exec and autonomous_query open a connection to their own database: through "
+        "the foreign server named by the autonomous_server setting, or, when it is empty, "
+        "through the server's own socket, which dblink lets only superusers use without a "
+        "password. Found when the setting is empty and roles that are not superusers may "
+        "call autonomous_exec, or when it names a foreign server that does not exist, is not "
+        "a dblink_fdw server, or leads to another database. Reinstall with "
+        "`--autonomous-server NAME`, create the server (`CREATE SERVER NAME FOREIGN DATA "
+        "WRAPPER dblink_fdw OPTIONS (host ..., port ..., dbname ...)`) and give each role a "
+        "user mapping on it with its own user name and password; see the README's "
+        "Autonomous transactions section.",
     ),
 }
 
@@ -204,6 +218,43 @@ def _password_findings(conn: psycopg.Connection[Any], schema: str) -> list[Findi
     return [Finding("PGS009", r[0], "its source holds a password") for r in rows]
 
 
+def _autonomous_findings(conn: psycopg.Connection[Any], schema: str, server: str) -> list[Finding]:
+    if not server:
+        row = conn.execute(
+            "SELECT pg_catalog.array_agg(r.rolname::text ORDER BY r.rolname) "
+            "FROM pg_catalog.pg_roles r WHERE NOT r.rolsuper AND r.rolname !~ '^pg_' "
+            "AND pg_catalog.has_function_privilege(r.oid, "
+            "  pg_catalog.to_regprocedure(%s), 'EXECUTE')",
+            [f"{ident(schema)}.autonomous_exec(text,interval)"],
+        ).fetchone()
+        if row is None or not row[0]:
+            return []
+        return [
+            Finding(
+                "PGS011",
+                "autonomous_server",
+                "not set, and roles that are not superusers may call autonomous_exec: "
+                + ", ".join(row[0]),
+            )
+        ]
+    row = conn.execute(
+        "SELECT w.fdwname::text, (SELECT pg_catalog.substr(o, 8) "
+        "  FROM pg_catalog.unnest(COALESCE(s.srvoptions, '{}')) AS o WHERE o LIKE 'dbname=%%') "
+        "FROM pg_catalog.pg_foreign_server s "
+        "JOIN pg_catalog.pg_foreign_data_wrapper w ON w.oid = s.srvfdw WHERE s.srvname = %s",
+        [server],
+    ).fetchone()
+    subject = f"server {server}"
+    if row is None:
+        return [Finding("PGS011", subject, "named by autonomous_server, does not exist")]
+    if row[0] != "dblink_fdw":
+        return [Finding("PGS011", subject, f"is a {row[0]} server, not a dblink_fdw one")]
+    here = conn.execute("SELECT pg_catalog.current_database()::text").fetchone()
+    if here is not None and row[1] is not None and row[1] != here[0]:
+        return [Finding("PGS011", subject, f"leads to database {row[1]}, not {here[0]}")]
+    return []
+
+
 def diagnose(conn: psycopg.Connection[Any], schema: str = "dblink_safe") -> list[Finding]:
     """Every finding for the database ``conn`` is connected to, most fundamental first."""
     found: list[Finding] = []
@@ -236,6 +287,9 @@ def diagnose(conn: psycopg.Connection[Any], schema: str = "dblink_safe") -> list
     if dblink_schema is not None:
         found += _dblink_findings(conn, dblink_schema)
     found += _password_findings(conn, schema)
+    settings = state.settings if state.installed_version is not None else None
+    if settings is not None:
+        found += _autonomous_findings(conn, schema, settings.autonomous_server)
     row = conn.execute(
         "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_tle'"
     ).fetchone()

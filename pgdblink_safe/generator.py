@@ -105,6 +105,7 @@ def context(settings: Settings) -> dict[str, str | int]:
         "max_idle_s": seconds(settings.max_idle_ms),
         "remote_tx_idle_timeout_ms": settings.remote_tx_idle_timeout_ms,
         "remote_commit_timeout_s": seconds(settings.remote_commit_timeout_ms),
+        "autonomous_server": literal(settings.autonomous_server),
     }
 
 

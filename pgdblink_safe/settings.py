@@ -45,6 +45,10 @@ class Settings:
     #: How long the remote COMMIT of remote_tx may take at local commit before its outcome is
     #: resolved with pg_xact_status.
     remote_commit_timeout_ms: int = 30000
+    #: The foreign server autonomous_exec and autonomous_query reach this database through
+    #: (a user mapping per role holds its password); empty: this server's own socket and
+    #: port, which only roles that may connect without a password can use.
+    autonomous_server: str = ""
 
     def __post_init__(self) -> None:
         for name in ("schema", "dblink_schema"):
@@ -57,6 +61,16 @@ class Settings:
             raise ConfigurationError(
                 f"schema {self.schema!r} is not a dedicated schema: "
                 "the toolkit needs one of its own"
+            )
+        if (
+            not isinstance(self.autonomous_server, str)
+            or "\x00" in self.autonomous_server
+            or len(self.autonomous_server.encode()) > 63
+            or (self.autonomous_server and not self.autonomous_server.strip())
+        ):
+            raise ConfigurationError(
+                "autonomous_server must be a foreign server name of at most 63 bytes, "
+                f"or empty, not {self.autonomous_server!r}"
             )
         limits = {
             "validation_window_ms": (0, 86_400_000),

@@ -249,6 +249,34 @@ def test_fanout_figures_in_json_and_table() -> None:
     ]
 
 
+def test_autonomous_figures_in_json_and_table() -> None:
+    compared = (
+        comparison(bench.AUTONOMOUS, (4000.0, 6000.0), (250.0, 400.0)),
+        comparison(bench.AUTONOMOUS_KEPT, (60.0, 90.0), (250.0, 400.0)),
+    )
+    result = dataclasses.replace(made_up_result(), autonomous=compared)
+    data = json.loads(json.dumps(result.as_dict()))
+    assert data["autonomous"]["autonomous"]["median"] == {
+        "raw_us": 4000.0,
+        "toolkit_us": 250.0,
+        "added_us": -3750.0,
+        "ratio": 0.0625,
+    }
+    assert data["autonomous"]["autonomous_kept"]["raw"] == bench.AUTONOMOUS_KEPT.raw
+    assert data["autonomous_skipped"] is None
+    assert json.loads(json.dumps(made_up_result().as_dict()))["autonomous"] is None
+    lines = _bench_lines(result)
+    without = _bench_lines(made_up_result())
+    assert lines[: len(without)] == without
+    added = lines[len(without) :]
+    header = ["autonomous", "per", "call", "other", "µs", "autonomous", "µs", "added", "µs"]
+    assert added[1].split() == [*header, "ratio"]
+    assert added[2].split()[-4:] == ["4000.0", "250.0", "-3750.0", "0.06"]
+    assert added[-1].strip() == "other       " + bench.AUTONOMOUS_KEPT.raw
+    skipped = dataclasses.replace(made_up_result(), autonomous_skipped="no password")
+    assert _bench_lines(skipped)[-1] == "autonomous  not measured: no password"
+
+
 def test_table_without_sessions_or_with_a_replaced_connection() -> None:
     result = made_up_result()
     assert not any("calls/s" in line for line in _bench_lines(result))
@@ -317,6 +345,10 @@ def test_a_run_with_sessions_and_quoted_schemas_leaves_nothing_behind(
     assert data["fanout"]["nodes"] == bench.FANOUT_NODES
     assert set(data["fanout"]["median"]) == {"raw_us", "toolkit_us", "added_us", "ratio"}
     assert "timing fanout_exec on 4 connections" in result.stderr
+    assert sorted(data["autonomous"]) == ["autonomous", "autonomous_kept"]
+    for figures in data["autonomous"].values():
+        assert figures["median"]["toolkit_us"] > 0 and figures["median"]["raw_us"] > 0
+    assert "timing autonomous_exec against a connection per call" in result.stderr
     assert data["throughput"]["sessions"] == 2
     assert sorted(data["throughput"]["paths"]) == sorted(PATH_NAMES)
     for rates in data["throughput"]["paths"].values():

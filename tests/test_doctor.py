@@ -16,6 +16,7 @@ from servers import Server
 
 import pgdblink_safe
 from pgdblink_safe.doctor import EXPLANATIONS
+from pgdblink_safe.installer import uninstall
 
 Conn = psycopg.Connection[Any]
 SECRET = "Hunter2-doctor-secret"
@@ -190,3 +191,34 @@ def test_pg_tle_is_a_finding(
     assert (
         "PGS010  pg_tle extensions and pg_dump: pg_tle: pg_tle 1.4.0 is installed" in result.stdout
     )
+
+
+def test_autonomous_transactions_that_cannot_reach_the_database_are_a_finding(
+    conn: Conn, local: Server, local_db: str, keepalives: None
+) -> None:
+    pgdblink_safe.install(conn)
+    role = f"doctor_app_{os.getpid()}"
+    local.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(role)))
+    try:
+        # Without the setting, only superusers can use it: an ordinary role that may call it
+        # is a finding.
+        pgdblink_safe.install(conn, grant=[role])
+        assert codes(local, local_db) == ["PGS011"]
+        result = run("--dsn", local.client_conninfo(local_db))
+        assert f"autonomous_exec: {role}" in result.stdout
+        # A setting that names no server, then a server for another database.
+        uninstall(conn)
+        pgdblink_safe.install(conn, pgdblink_safe.Settings(autonomous_server="self"), grant=[role])
+        assert codes(local, local_db) == ["PGS011"]
+        conn.execute(
+            "CREATE SERVER self FOREIGN DATA WRAPPER dblink_fdw OPTIONS (dbname 'postgres', "
+            "connect_timeout '5', keepalives '1', tcp_user_timeout '10000')"
+        )
+        assert "leads to database postgres" in run("--dsn", local.client_conninfo(local_db)).stdout
+        conn.execute(
+            sql.SQL("ALTER SERVER self OPTIONS (SET dbname {})").format(sql.Literal(local_db))
+        )
+        assert codes(local, local_db) == []
+    finally:
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        local.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))

@@ -100,6 +100,18 @@ def test_extension_scripts_hold_no_transaction_control_nor_bookkeeping(exported:
             assert "@extschema" not in text and "public.dblink" in text, path
 
 
+#: The two entry points without a SET clause, which pass the caller's search_path on (see
+#: test_security.CALLERS_SEARCH_PATH), as pgspot names them.
+CALLERS_SEARCH_PATH_ALLOWED = [
+    arg
+    for caller in (
+        "dblink_safe.autonomous_exec(sql text,timeout interval)",
+        "dblink_safe.autonomous_query(sql text,row_type anyelement,timeout interval)",
+    )
+    for arg in ("--proc-without-search-path", caller)
+]
+
+
 def test_install_scripts_pass_pgspot_and_updates_replace_only_their_own_functions(
     exported: Path, tmp_path: Path
 ) -> None:
@@ -109,7 +121,11 @@ def test_install_scripts_pass_pgspot_and_updates_replace_only_their_own_function
         text = path.read_text()
         script.write_text("\n".join(line for line in text.splitlines() if line[:1] != "\\"))
         result = subprocess.run(
-            [pgspot, str(script)], capture_output=True, text=True, timeout=120, check=False
+            [pgspot, *CALLERS_SEARCH_PATH_ALLOWED, str(script)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         findings = [line for line in result.stdout.splitlines() if re.match(r"PS\d{3}:", line)]
         if "--" in path.stem.split(f"{NAME}--", 1)[1]:

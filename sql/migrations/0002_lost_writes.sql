@@ -3132,6 +3132,588 @@ $fn$;
 COMMENT ON FUNCTION {{ schema }}.fanout_exec(text[], text, interval, integer, boolean) IS
 'pgdblink_safe: runs one command on many connections in parallel, one row per node: its '
 'command status, or its sqlstate and message; bounded by deadline';
+-- source: functions/_autonomous_link.sql
+CREATE OR REPLACE FUNCTION {{ schema }}._autonomous_link()
+RETURNS text
+LANGUAGE plpgsql
+VOLATILE
+{{ function_settings }}
+AS $fn$
+DECLARE
+    -- One connection per session and role. A role name can take the whole 63 bytes of a
+    -- dblink name: a longer link uses the name's hash, under a prefix no role name can share.
+    link text := 'autonomous:' || CURRENT_USER;
+    key text;
+    state text;
+    socket_dir text;
+    target text;
+    err_state text;
+    err_message text;
+    err_detail text;
+BEGIN
+    IF pg_catalog.octet_length(link) > 63 THEN
+        link := 'autonomous#' || pg_catalog.md5(CURRENT_USER::text);
+    END IF;
+    -- Used within the validation window, not due for recycling, idle and healthy: as
+    -- safe_dblink_exec's hot path, the connection is used as it is. Whatever it leads to is
+    -- checked again by the statement's own query string (_autonomous_send).
+    key := {{ guc_hot }} || pg_catalog.encode(pg_catalog.convert_to(link, 'SQL_ASCII'), 'hex');
+    state := pg_catalog.current_setting(key, true);
+    IF state <> ''
+       AND pg_catalog.date_part('epoch', pg_catalog.clock_timestamp())
+           - pg_catalog.split_part(state, ' ', 1)::double precision
+           <= {{ validation_window_s }}
+       AND (pg_catalog.split_part(state, ' ', 3) = '0'
+            OR pg_catalog.date_part('epoch', pg_catalog.clock_timestamp())
+               < pg_catalog.split_part(state, ' ', 3)::double precision)
+       AND (pg_catalog.split_part(state, ' ', 4) = '0'
+            OR pg_catalog.date_part('epoch', pg_catalog.clock_timestamp())
+               - pg_catalog.split_part(state, ' ', 1)::double precision
+               <= pg_catalog.split_part(state, ' ', 4)::double precision)
+       AND (link = ANY ({{ dblink }}.dblink_get_connections())) IS TRUE
+       AND {{ dblink }}.dblink_is_busy(link) = 0
+       AND {{ dblink }}.dblink_is_busy(link) = 0
+       AND {{ dblink }}.dblink_error_message(link) = 'OK' THEN
+        RETURN link;
+    END IF;
+    IF {{ autonomous_server }} <> '' THEN
+        PERFORM {{ schema }}.ensure_dblink_conn(link, {{ autonomous_server }});
+        RETURN link;
+    END IF;
+    BEGIN
+        -- The server's own first socket directory (or the loopback interface where it has
+        -- none) and port, quoted as libpq wants them. Reading the socket directory needs
+        -- pg_read_all_settings, as connecting without a password needs a superuser.
+        socket_dir := pg_catalog.btrim(pg_catalog.split_part(
+            pg_catalog.current_setting('unix_socket_directories'), ',', 1));
+        target := pg_catalog.format('host=''%s'' port=''%s'' dbname=''%s'' user=''%s''',
+            pg_catalog.replace(pg_catalog.replace(COALESCE(NULLIF(socket_dir, ''), 'localhost'),
+                '\', '\\'), '''', '\'''),
+            pg_catalog.current_setting('port'),
+            pg_catalog.replace(pg_catalog.replace(pg_catalog.current_database()::text,
+                '\', '\\'), '''', '\'''),
+            pg_catalog.replace(pg_catalog.replace(CURRENT_USER::text,
+                '\', '\\'), '''', '\'''));
+        PERFORM {{ schema }}.ensure_dblink_conn(link, target);
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE,
+                                err_message = MESSAGE_TEXT,
+                                err_detail = PG_EXCEPTION_DETAIL;
+        RAISE EXCEPTION 'could not open the autonomous connection of role % to this server''s own socket', CURRENT_USER
+            USING ERRCODE = err_state,
+                  DETAIL = pg_catalog.concat_ws(': ', err_message, NULLIF(err_detail, '')),
+                  HINT = 'Without the autonomous_server setting, only roles that may connect without a '
+                         'password (superusers) can use it: install with --autonomous-server naming a '
+                         'foreign server for this database, and give this role a user mapping on it '
+                         'with its password.';
+    END;
+    RETURN link;
+END;
+$fn$;
+COMMENT ON FUNCTION {{ schema }}._autonomous_link() IS
+'pgdblink_safe internal: the autonomous connection of the current role, opened or healed; '
+'returns its dblink name';
+-- source: functions/_autonomous_drain.sql
+CREATE OR REPLACE FUNCTION {{ schema }}._autonomous_drain(link text)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+{{ function_settings }}
+AS $fn$
+DECLARE
+    started timestamptz := pg_catalog.clock_timestamp();
+    n bigint;
+    errors integer := 0;
+BEGIN
+    -- Reads what is left of a query that failed or was cancelled, up to the empty result
+    -- that ends it, so that the connection takes the next one. After an error the remote
+    -- runs nothing more of the query string, so the first empty result is the end. A
+    -- connection that does not get there within 5 s is closed instead.
+    LOOP
+        IF pg_catalog.clock_timestamp() - started > interval '5 s' THEN
+            PERFORM {{ dblink }}.dblink_disconnect(link);
+            RETURN;
+        END IF;
+        IF {{ dblink }}.dblink_is_busy(link) = 1 THEN
+            PERFORM pg_catalog.pg_sleep(0.001);
+            CONTINUE;
+        END IF;
+        BEGIN
+            SELECT pg_catalog.count(*) INTO n FROM {{ dblink }}.dblink_get_result(link) AS r(ignored text);
+        EXCEPTION WHEN OTHERS OR query_canceled THEN
+            -- An error result (a cancel's among them), or rows of several columns: not the end yet.
+            -- A query string gives one error at most: more mean a broken connection.
+            n := -1;
+            errors := errors + 1;
+            IF errors > 2 THEN
+                PERFORM {{ dblink }}.dblink_disconnect(link);
+                RETURN;
+            END IF;
+        END;
+        EXIT WHEN n = 0;
+    END LOOP;
+END;
+$fn$;
+COMMENT ON FUNCTION {{ schema }}._autonomous_drain(text) IS
+'pgdblink_safe internal: reads the rest of a failed or cancelled autonomous statement, so '
+'that its connection stays usable';
+-- source: functions/_autonomous_send.sql
+CREATE OR REPLACE FUNCTION {{ schema }}._autonomous_send(
+    link text, sql text, search_path text, token text, timeout_s numeric, started timestamptz
+)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+{{ function_settings }}
+AS $fn$
+DECLARE
+    sent text;
+    err_message text;
+BEGIN
+    -- One query string, one remote transaction (the statements of a simple query run in one
+    -- implicit transaction, committed after the last one): a check that the connection leads
+    -- to this server, database and role, which also sets the caller's search_path for this
+    -- transaction only and takes a shared advisory lock keyed by token until it ends (how
+    -- _autonomous_await finds the remote backend, whatever the statement does); the statement; and a row holding token, whose result arrives only once
+    -- that transaction has committed. The check fails with a cast error, so that nothing of
+    -- the statement runs. The server sends the results together at the end of the string.
+    sent := pg_catalog.format(
+        'SELECT pg_catalog.set_config(''search_path'', CASE WHEN CURRENT_USER OPERATOR(pg_catalog.=) %L '
+        'AND pg_catalog.current_database() OPERATOR(pg_catalog.=) %L '
+        'AND pg_catalog.date_part(''epoch'', pg_catalog.pg_postmaster_start_time()) OPERATOR(pg_catalog.=) %s '
+        'THEN %L ELSE (''pgdblink_safe: the autonomous connection leads to role '' '
+        'OPERATOR(pg_catalog.||) CURRENT_USER OPERATOR(pg_catalog.||) '' in database '' '
+        'OPERATOR(pg_catalog.||) pg_catalog.current_database())::integer::text END, true), '
+        'pg_catalog.pg_advisory_xact_lock_shared(1886610803, %s);' || E'\n' || '%s' || E'\n' || ';SELECT %L::text',
+        CURRENT_USER, pg_catalog.current_database(),
+        pg_catalog.date_part('epoch', pg_catalog.pg_postmaster_start_time()),
+        search_path, pg_catalog.split_part(token, ':', 2)::integer, sql, token);
+    IF {{ dblink }}.dblink_send_query(link, sent) <> 1 THEN
+        err_message := {{ dblink }}.dblink_error_message(link);
+        PERFORM {{ schema }}._forget_broken(link, '08006', err_message, NULL);
+        RAISE EXCEPTION 'could not send the autonomous statement on dblink connection "%"', link
+            USING ERRCODE = '08006',
+                  DETAIL = pg_catalog.format('Nothing was sent: %s', err_message),
+                  HINT = 'The connection was closed; the next call reconnects.';
+    END IF;
+    PERFORM {{ schema }}._autonomous_await(link, token, timeout_s, started);
+    BEGIN
+        PERFORM 1 FROM {{ dblink }}.dblink_get_result(link) AS r(path text, locked text);
+    EXCEPTION WHEN invalid_text_representation THEN
+        GET STACKED DIAGNOSTICS err_message = MESSAGE_TEXT;
+        IF pg_catalog.strpos(err_message, 'pgdblink_safe: the autonomous connection leads to') = 0 THEN
+            RAISE;
+        END IF;
+        PERFORM {{ schema }}.safe_dblink_disconnect(link);
+        RAISE EXCEPTION 'the autonomous connection does not lead to this server, database and role'
+            USING ERRCODE = '28000',
+                  DETAIL = pg_catalog.format('Expected role %s in database %s of this server; %s. '
+                      'Nothing ran.', CURRENT_USER, pg_catalog.current_database(),
+                      pg_catalog.substring(err_message, 'leads to [^"]*')),
+                  HINT = 'autonomous_server must name a foreign server for this server and database, '
+                         'with a user mapping for each role that logs in as that role.';
+    END;
+END;
+$fn$;
+COMMENT ON FUNCTION {{ schema }}._autonomous_send(text, text, text, text, numeric, timestamptz) IS
+'pgdblink_safe internal: sends an autonomous statement, with the identity check and the '
+'caller''s search_path before it and token after it, and reads the check''s result';
+-- source: functions/_autonomous_await.sql
+CREATE OR REPLACE FUNCTION {{ schema }}._autonomous_await(
+    link text, token text, timeout_s numeric, started timestamptz
+)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+{{ function_settings }}
+AS $fn$
+DECLARE
+    nap numeric := 0.0005;
+    polled_from timestamptz := pg_catalog.clock_timestamp();
+    next_check timestamptz := pg_catalog.clock_timestamp() + interval '2 milliseconds';
+    lock_type text;
+    lock_mode text;
+    what text;
+    relation text;
+    remote_pid integer;
+BEGIN
+    -- As _await (polling without sleeping for the first 300 µs of this wait), and more: the remote backend runs on this server, so a wait for a lock that
+    -- this backend holds is seen in pg_blocking_pids. The server's deadlock detector cannot
+    -- see it (the edge back to this backend runs through a client connection), and neither
+    -- side would ever go on. Checked after 2 ms, then every 20 ms.
+    WHILE {{ dblink }}.dblink_is_busy(link) = 1 LOOP
+        IF timeout_s IS NOT NULL
+           AND pg_catalog.clock_timestamp() - started >= pg_catalog.make_interval(secs => timeout_s::double precision) THEN
+            -- The remote backend is on this server: the cancel request is answered at once,
+            -- and closing the connection leaves nothing pending.
+            PERFORM {{ dblink }}.dblink_cancel_query(link);
+            PERFORM {{ dblink }}.dblink_disconnect(link);
+            RAISE EXCEPTION 'autonomous statement on dblink connection "%" timed out after % s', link,
+                    pg_catalog.round(EXTRACT(epoch FROM pg_catalog.clock_timestamp() - started)::numeric, 3)
+                USING ERRCODE = '57014',
+                      DETAIL = 'It was cancelled and its connection closed: its transaction did not commit, '
+                               'unless it had finished when the cancel arrived.',
+                      HINT = 'Raise timeout, or find what the statement waited for; the next call reconnects.';
+        END IF;
+        IF pg_catalog.clock_timestamp() >= next_check THEN
+            -- The remote backend is the one that holds the advisory lock keyed by token,
+            -- taken by the query string before the statement.
+            SELECT l.pid INTO remote_pid FROM pg_catalog.pg_locks AS l
+            WHERE l.locktype = 'advisory' AND l.classid = 1886610803::oid
+              AND l.objid = pg_catalog.split_part(token, ':', 2)::oid AND l.objsubid = 2
+              AND l.granted
+            LIMIT 1;
+            IF pg_catalog.pg_backend_pid() = ANY (pg_catalog.pg_blocking_pids(remote_pid)) THEN
+                SELECT l.locktype, l.mode,
+                       CASE l.locktype
+                           WHEN 'relation' THEN 'relation ' || l.relation::regclass::text
+                           WHEN 'transactionid' THEN 'transaction ' || l.transactionid::text
+                           WHEN 'tuple' THEN pg_catalog.format('row (%s,%s) of relation %s',
+                               l.page, l.tuple, l.relation::regclass::text)
+                           ELSE pg_catalog.concat_ws(' ', l.locktype, l.relation::regclass::text)
+                       END
+                INTO lock_type, lock_mode, what
+                FROM pg_catalog.pg_locks AS l
+                WHERE l.pid = remote_pid AND NOT l.granted
+                LIMIT 1;
+                -- Waiting for a row: the lock it waits for is the transaction that changed
+                -- the row; the row's relation is in the tuple lock it holds meanwhile.
+                SELECT l.relation::regclass::text INTO relation
+                FROM pg_catalog.pg_locks AS l
+                WHERE l.pid = remote_pid AND l.locktype = 'tuple' AND l.granted
+                LIMIT 1;
+                PERFORM {{ dblink }}.dblink_cancel_query(link);
+                PERFORM {{ schema }}._autonomous_drain(link);
+                RAISE EXCEPTION 'autonomous statement waits for a lock its caller holds: %',
+                        COALESCE(what, 'unknown lock')
+                          || CASE WHEN relation IS NOT NULL AND lock_type = 'transactionid'
+                                  THEN ', which updated a row of relation ' || relation ELSE '' END
+                    USING ERRCODE = '40P01',
+                          DETAIL = pg_catalog.format(
+                              'Backend %s of the autonomous connection waited for %s on %s, held by '
+                              'this backend (%s), which waited for it. It was cancelled: nothing of it '
+                              'committed, and the connection stays open.',
+                              remote_pid, COALESCE(lock_mode, 'a lock'), COALESCE(what, 'an object'),
+                              pg_catalog.pg_backend_pid()),
+                          HINT = 'An autonomous transaction cannot wait for its caller: run it before the '
+                                 'caller locks or changes what it uses, or after the caller commits.';
+            END IF;
+            next_check := pg_catalog.clock_timestamp() + interval '20 milliseconds';
+        END IF;
+        IF pg_catalog.clock_timestamp() - polled_from > interval '300 microseconds' THEN
+            PERFORM pg_catalog.pg_sleep(nap::double precision);
+            nap := LEAST(nap * 2, 0.01);
+        END IF;
+    END LOOP;
+END;
+$fn$;
+COMMENT ON FUNCTION {{ schema }}._autonomous_await(text, text, numeric, timestamptz) IS
+'pgdblink_safe internal: waits for the next result of an autonomous statement; raises 40P01 '
+'when it waits for a lock the caller holds, 57014 at the timeout';
+-- source: functions/_autonomous_failed.sql
+CREATE OR REPLACE FUNCTION {{ schema }}._autonomous_failed(
+    link text, err_state text, err_message text, err_detail text
+)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+{{ function_settings }}
+AS $fn$
+BEGIN
+    -- Closed already (a timeout, a failed send, a connection to the wrong place): the error
+    -- says what happened.
+    IF (link = ANY ({{ dblink }}.dblink_get_connections())) IS NOT TRUE THEN
+        RETURN;
+    END IF;
+    -- Lost after sending: whether the remote transaction committed is unknown, as with
+    -- safe_dblink_exec.
+    IF {{ schema }}._lost_connection(link, err_state, err_message, false) THEN
+        PERFORM {{ schema }}._forget_broken(link, err_state, err_message, err_detail);
+        PERFORM {{ schema }}._lost(link, err_state, err_message, err_detail, '');
+    END IF;
+    -- A cancel of the caller (or its statement_timeout) while the statement still runs:
+    -- the remote statement is cancelled too, and its transaction does not commit.
+    IF {{ dblink }}.dblink_is_busy(link) = 1 THEN
+        PERFORM {{ dblink }}.dblink_cancel_query(link);
+    END IF;
+    PERFORM {{ schema }}._autonomous_drain(link);
+END;
+$fn$;
+COMMENT ON FUNCTION {{ schema }}._autonomous_failed(text, text, text, text) IS
+'pgdblink_safe internal: after an autonomous statement failed: 08007 when its connection '
+'was lost, otherwise cancels what still runs and leaves the connection ready';
+-- source: functions/_autonomous_end.sql
+CREATE OR REPLACE FUNCTION {{ schema }}._autonomous_end(link text, sql text)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+{{ function_settings }}
+AS $fn$
+BEGIN
+    -- sql that holds BEGIN or START TRANSACTION can leave a transaction open when it fails or
+    -- is refused: it is rolled back, so that the next call's statement is not run inside it,
+    -- never to commit. Anything else ended with its query string.
+    IF sql ~* '\m(begin|start)\M'
+       AND (link = ANY ({{ dblink }}.dblink_get_connections())) IS TRUE
+       AND {{ dblink }}.dblink_is_busy(link) = 0 THEN
+        BEGIN
+            PERFORM {{ dblink }}.dblink_exec(link, 'ROLLBACK', false);
+        EXCEPTION WHEN OTHERS THEN
+            -- A connection that cannot take it is proved alive, or replaced, by the next call.
+            NULL;
+        END;
+    END IF;
+END;
+$fn$;
+COMMENT ON FUNCTION {{ schema }}._autonomous_end(text, text) IS
+'pgdblink_safe internal: rolls back a transaction that a failed or refused autonomous '
+'statement may have left open';
+-- source: functions/_autonomous_exec.sql
+CREATE OR REPLACE FUNCTION {{ schema }}._autonomous_exec(
+    sql text, timeout interval, search_path text
+)
+RETURNS text
+LANGUAGE plpgsql
+VOLATILE
+{{ function_settings }}
+AS $fn$
+DECLARE
+    started timestamptz := pg_catalog.clock_timestamp();
+    timeout_s numeric := EXTRACT(epoch FROM timeout);
+    -- Marks the end of this call's results; no statement of the caller's gives it by chance.
+    -- Its second field keys the advisory lock by which _autonomous_await finds the remote
+    -- backend.
+    token text := 'pgdblink_safe:' || pg_catalog.floor(pg_catalog.random() * 2147483647)::bigint
+        || ':' || pg_catalog.md5(pg_catalog.random()::text || pg_catalog.clock_timestamp()::text);
+    link text;
+    results text[];
+    status text;
+    gave_rows boolean := false;
+    -- A BEGIN or START TRANSACTION of sql's own, not ended by it.
+    open_tx boolean := false;
+    key text;
+    state text;
+    err_state text;
+    err_message text;
+    err_detail text;
+BEGIN
+    IF sql IS NULL THEN
+        RAISE EXCEPTION 'sql must not be NULL'
+            USING ERRCODE = '22004', HINT = 'Pass the statement to run in its own transaction.';
+    END IF;
+    IF pg_catalog.btrim(sql, E' \t\n\r;') = '' THEN
+        RAISE EXCEPTION 'sql must hold a statement, not only blanks'
+            USING ERRCODE = '22023', HINT = 'Pass the statement to run in its own transaction.';
+    END IF;
+    PERFORM {{ schema }}._check_options(timeout, NULL, NULL, NULL, NULL, NULL);
+    link := {{ schema }}._autonomous_link();
+    BEGIN
+        PERFORM {{ schema }}._autonomous_send(link, sql, search_path, token, timeout_s, started);
+        LOOP
+            PERFORM {{ schema }}._autonomous_await(link, token, timeout_s, started);
+            BEGIN
+                results := ARRAY(SELECT r.v FROM {{ dblink }}.dblink_get_result(link) AS r(v text));
+            EXCEPTION WHEN datatype_mismatch THEN
+                GET STACKED DIAGNOSTICS err_message = MESSAGE_TEXT;
+                IF err_message NOT LIKE 'remote query result rowtype does not match%' THEN
+                    RAISE;
+                END IF;
+                gave_rows := true;
+                CONTINUE;
+            END;
+            EXIT WHEN results = ARRAY[token];
+            -- A command gives one row, its tag; anything else is rows.
+            IF pg_catalog.cardinality(results) = 1 AND results[1] ~ '^[A-Z]+( [A-Z]+)*( [0-9]+)*$' THEN
+                status := results[1];
+                IF status IN ('BEGIN', 'START TRANSACTION') THEN
+                    open_tx := true;
+                ELSIF status IN ('COMMIT', 'ROLLBACK', 'PREPARE TRANSACTION') THEN
+                    open_tx := false;
+                END IF;
+            ELSE
+                gave_rows := true;
+            END IF;
+        END LOOP;
+        -- The empty result that ends the query.
+        PERFORM {{ schema }}._autonomous_await(link, token, timeout_s, started);
+        PERFORM 1 FROM {{ dblink }}.dblink_get_result(link) AS r(v text);
+    EXCEPTION WHEN OTHERS OR query_canceled THEN
+        GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE,
+                                err_message = MESSAGE_TEXT,
+                                err_detail = PG_EXCEPTION_DETAIL;
+        PERFORM {{ schema }}._autonomous_failed(link, err_state, err_message, err_detail);
+        PERFORM {{ schema }}._autonomous_end(link, sql);
+        RAISE;
+    END;
+    IF open_tx THEN
+        PERFORM {{ schema }}._autonomous_end(link, sql);
+        RAISE EXCEPTION 'autonomous_exec commits sql itself: sql must not leave a transaction open'
+            USING ERRCODE = '0A000',
+                  DETAIL = 'It began a transaction and did not end it; that transaction was rolled back.',
+                  HINT = 'Leave BEGIN and COMMIT out of sql: it runs in a transaction of its own.';
+    END IF;
+    -- Used now: the next call within the validation window needs no probe.
+    key := {{ guc_hot }} || {{ schema }}._key(link);
+    state := pg_catalog.current_setting(key, true);
+    IF COALESCE(state, '') <> '' THEN
+        PERFORM pg_catalog.set_config(key,
+            pg_catalog.concat_ws(' ',
+                EXTRACT(epoch FROM pg_catalog.clock_timestamp()),
+                pg_catalog.split_part(state, ' ', 2)::bigint + 1,
+                pg_catalog.split_part(state, ' ', 3),
+                pg_catalog.split_part(state, ' ', 4)),
+            false);
+    END IF;
+    IF gave_rows THEN
+        RAISE EXCEPTION 'statement returning results not allowed'
+            USING ERRCODE = '2F003',
+                  DETAIL = 'It ran in its own transaction, which committed.',
+                  HINT = 'Run statements that return rows (SELECT, ... RETURNING) with autonomous_query.';
+    END IF;
+    IF status IS NULL THEN
+        RAISE EXCEPTION 'the autonomous statement produced neither a result nor an error'
+            USING ERRCODE = '22023',
+                  HINT = 'Pass sql that holds a statement, not only comments or blanks.';
+    END IF;
+    RETURN status;
+END;
+$fn$;
+COMMENT ON FUNCTION {{ schema }}._autonomous_exec(text, interval, text) IS
+'pgdblink_safe internal: autonomous_exec, with the caller''s search_path';
+-- source: functions/_autonomous_query.sql
+CREATE OR REPLACE FUNCTION {{ schema }}._autonomous_query(
+    sql text, row_type anyelement, timeout interval, search_path text
+)
+RETURNS SETOF anyelement
+LANGUAGE plpgsql
+VOLATILE
+{{ function_settings }}
+AS $fn$
+DECLARE
+    started timestamptz := pg_catalog.clock_timestamp();
+    timeout_s numeric := EXTRACT(epoch FROM timeout);
+    -- As in _autonomous_exec: the end of the results, and the key of the advisory lock.
+    token text := 'pgdblink_safe:' || pg_catalog.floor(pg_catalog.random() * 2147483647)::bigint
+        || ':' || pg_catalog.md5(pg_catalog.random()::text || pg_catalog.clock_timestamp()::text);
+    type_oid oid := pg_catalog.pg_typeof(row_type)::oid;
+    columns text;
+    link text;
+    results text[];
+    extra boolean := false;
+    key text;
+    state text;
+    err_state text;
+    err_message text;
+    err_detail text;
+BEGIN
+    IF sql IS NULL THEN
+        RAISE EXCEPTION 'sql must not be NULL'
+            USING ERRCODE = '22004', HINT = 'Pass the query to run in its own transaction.';
+    END IF;
+    IF pg_catalog.btrim(sql, E' \t\n\r;') = '' THEN
+        RAISE EXCEPTION 'sql must hold a query, not only blanks'
+            USING ERRCODE = '22023', HINT = 'Pass the query to run in its own transaction.';
+    END IF;
+    PERFORM {{ schema }}._check_options(timeout, NULL, NULL, NULL, NULL, NULL);
+    -- The column definition list dblink needs, from the catalog on every call, as in
+    -- safe_dblink_query; a type without columns is a scalar.
+    columns := NULLIF(pg_catalog.array_to_string(ARRAY(
+        SELECT pg_catalog.quote_ident(a.attname) || ' ' || pg_catalog.format_type(a.atttypid, a.atttypmod)
+        FROM pg_catalog.pg_attribute a
+        WHERE a.attrelid = (SELECT t.typrelid FROM pg_catalog.pg_type t WHERE t.oid = type_oid)
+          AND a.attnum > 0 AND NOT a.attisdropped
+        ORDER BY a.attnum), ', '), '');
+    IF columns IS NULL THEN
+        columns := 'value ' || pg_catalog.format_type(type_oid, NULL);
+    END IF;
+    link := {{ schema }}._autonomous_link();
+    BEGIN
+        PERFORM {{ schema }}._autonomous_send(link, sql, search_path, token, timeout_s, started);
+        PERFORM {{ schema }}._autonomous_await(link, token, timeout_s, started);
+        -- dblink gathers every row before it returns one; the rows reach the caller only if
+        -- the transaction then commits (its token follows the commit).
+        RETURN QUERY EXECUTE 'SELECT * FROM ' || {{ dblink_literal }}
+            || '.dblink_get_result($1) AS r(' || columns || ')'
+            USING link;
+        LOOP
+            PERFORM {{ schema }}._autonomous_await(link, token, timeout_s, started);
+            BEGIN
+                results := ARRAY(SELECT r.v FROM {{ dblink }}.dblink_get_result(link) AS r(v text));
+            EXCEPTION WHEN datatype_mismatch THEN
+                results := NULL;
+            END;
+            EXIT WHEN results = ARRAY[token];
+            extra := true;
+        END LOOP;
+        PERFORM {{ schema }}._autonomous_await(link, token, timeout_s, started);
+        PERFORM 1 FROM {{ dblink }}.dblink_get_result(link) AS r(v text);
+    EXCEPTION WHEN OTHERS OR query_canceled THEN
+        GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE,
+                                err_message = MESSAGE_TEXT,
+                                err_detail = PG_EXCEPTION_DETAIL;
+        PERFORM {{ schema }}._autonomous_failed(link, err_state, err_message, err_detail);
+        PERFORM {{ schema }}._autonomous_end(link, sql);
+        RAISE;
+    END;
+    key := {{ guc_hot }} || {{ schema }}._key(link);
+    state := pg_catalog.current_setting(key, true);
+    IF COALESCE(state, '') <> '' THEN
+        PERFORM pg_catalog.set_config(key,
+            pg_catalog.concat_ws(' ',
+                EXTRACT(epoch FROM pg_catalog.clock_timestamp()),
+                pg_catalog.split_part(state, ' ', 2)::bigint + 1,
+                pg_catalog.split_part(state, ' ', 3),
+                pg_catalog.split_part(state, ' ', 4)),
+            false);
+    END IF;
+    IF extra THEN
+        PERFORM {{ schema }}._autonomous_end(link, sql);
+        RAISE EXCEPTION 'autonomous_query takes one query, and sql held several statements'
+            USING ERRCODE = '0A000',
+                  DETAIL = 'They ran in a transaction of their own, which committed unless they began '
+                           'one of their own and left it open (then it was rolled back).',
+                  HINT = 'Run the other statements with autonomous_exec.';
+    END IF;
+    RETURN;
+END;
+$fn$;
+COMMENT ON FUNCTION {{ schema }}._autonomous_query(text, anyelement, interval, text) IS
+'pgdblink_safe internal: autonomous_query, with the caller''s search_path';
+-- source: functions/autonomous_exec.sql
+CREATE OR REPLACE FUNCTION {{ schema }}.autonomous_exec(sql text, timeout interval DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql
+VOLATILE
+-- No SET clause, unlike every other function of the toolkit: the caller's search_path is
+-- what this function passes on, and a SET clause would hide it. The body names everything
+-- with its schema, so no search_path can change what it calls.
+AS $fn$
+BEGIN
+    RETURN {{ schema }}._autonomous_exec(sql, timeout, pg_catalog.current_setting('search_path'));
+END;
+$fn$;
+COMMENT ON FUNCTION {{ schema }}.autonomous_exec(text, interval) IS
+'pgdblink_safe: runs sql in a transaction of its own on this database, as the current role '
+'with the caller''s search_path, committed whatever the caller does next; one healed '
+'connection per session and role; 40P01 instead of waiting for the caller''s own locks';
+-- source: functions/autonomous_query.sql
+CREATE OR REPLACE FUNCTION {{ schema }}.autonomous_query(
+    sql text, row_type anyelement, timeout interval DEFAULT NULL
+)
+RETURNS SETOF anyelement
+LANGUAGE plpgsql
+VOLATILE
+-- No SET clause, as autonomous_exec: the caller's search_path is what it passes on.
+AS $fn$
+BEGIN
+    RETURN QUERY SELECT * FROM {{ schema }}._autonomous_query(
+        sql, row_type, timeout, pg_catalog.current_setting('search_path'));
+END;
+$fn$;
+COMMENT ON FUNCTION {{ schema }}.autonomous_query(text, anyelement, interval) IS
+'pgdblink_safe: runs a query in a transaction of its own on this database, as the current '
+'role with the caller''s search_path, and returns its rows as row_type''s type; committed '
+'whatever the caller does next; 40P01 instead of waiting for the caller''s own locks';
 -- source: privileges.sql
 -- Functions start out executable by PUBLIC. Nothing here is for PUBLIC: install --grant
 -- gives roles USAGE on the schema and EXECUTE on its functions.
