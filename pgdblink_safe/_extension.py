@@ -19,7 +19,7 @@ COMMENT = "pgdblink_safe: safe dblink wrappers for PL/pgSQL"
 #: later), or rendered in at export time and checked when the script runs (14 and 15).
 VARIANTS = ("pg16", "pg14")
 
-_CREATE_OR_REPLACE = re.compile(r"^CREATE OR REPLACE FUNCTION ", re.MULTILINE)
+_CREATE_OR_REPLACE = re.compile(r"^CREATE OR REPLACE (?=FUNCTION |PROCEDURE )", re.MULTILINE)
 
 #: Quoted for the tag of the dollar-quoted extension SQL in the pg_tle script.
 _TLE_TAG = "$_pgdblink_safe_tle_$"
@@ -147,7 +147,7 @@ def _as_extension(sql: str, settings: Settings, variant: str, creates_schema: bo
     if rest != sql:
         # An install script creates each function once: plain CREATE fails on an object that
         # is already there instead of taking it over (the pattern pgspot's PS002 is about).
-        sql = _CREATE_OR_REPLACE.sub("CREATE FUNCTION ", sql)
+        sql = _CREATE_OR_REPLACE.sub("CREATE ", sql)
     guard = _guard(settings) if variant == "pg14" else ""
     return f"{guard}{sql.rstrip()}\n\n{_record(settings)}"
 

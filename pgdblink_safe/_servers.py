@@ -28,6 +28,8 @@ _CONF = {
     "synchronous_commit": "off",
     "full_page_writes": "off",
     "max_connections": "60",
+    # Two-phase commit (ensure_dblink_conn(..., two_phase => true)) needs it on the remote.
+    "max_prepared_transactions": "20",
     "shared_buffers": "32MB",
     "log_line_prefix": "'%m [%p] %q%a '",
     "log_min_messages": "warning",

@@ -298,6 +298,13 @@ def _check_schema_safety(conn: psycopg.Connection[Any], schema: str) -> None:
         )
 
 
+#: What a role that calls the wrappers needs on the toolkit's tables.
+_TABLE_GRANTS = {
+    "prepared_xacts": "SELECT, INSERT, DELETE",
+    "two_phase_targets": "SELECT, INSERT",
+}
+
+
 def _grant(conn: psycopg.Connection[Any], schema: str, roles: Sequence[str]) -> None:
     """What a role needs to call the wrappers: USAGE on the schema, EXECUTE on its functions.
 
@@ -314,6 +321,23 @@ def _grant(conn: psycopg.Connection[Any], schema: str, roles: Sequence[str]) -> 
                 sql.Identifier(schema), sql.Identifier(role)
             )
         )
+        conn.execute(
+            sql.SQL("GRANT EXECUTE ON ALL PROCEDURES IN SCHEMA {} TO {}").format(
+                sql.Identifier(schema), sql.Identifier(role)
+            )
+        )
+        # Two-phase commit writes a commit record per prepared remote transaction (row
+        # security keeps each role to its own) and records new targets for the resolver.
+        for table, privileges in _TABLE_GRANTS.items():
+            if conn.execute(
+                "SELECT pg_catalog.to_regclass(%s) IS NOT NULL",
+                [sql.Identifier(schema, table).as_string(conn)],
+            ).fetchone() == (True,):
+                conn.execute(
+                    sql.SQL("GRANT {} ON TABLE {} TO {}").format(
+                        sql.SQL(privileges), sql.Identifier(schema, table), sql.Identifier(role)
+                    )
+                )
 
 
 def granted_roles(conn: psycopg.Connection[Any], schema: str) -> list[str]:

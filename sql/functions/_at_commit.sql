@@ -20,6 +20,16 @@ BEGIN
                            'cannot be prepared. Nothing was committed on the remote server.',
                   HINT = 'COMMIT instead, or open the connection without remote_tx.';
     END IF;
+    IF NEW.remote_tx AND ({{ schema }}._meta(link) ->> 'two_phase')::boolean THEN
+        -- Two-phase: the first of these triggers to fire prepares every such connection of
+        -- the transaction, in parallel. The connection stays open for phase 2, which comes
+        -- after the local commit: the session's next call, finish_prepared() or the
+        -- resolver.
+        IF ({{ schema }}._meta(link) ->> 'prepared') IS NULL THEN
+            PERFORM {{ schema }}._two_phase_prepare();
+        END IF;
+        RETURN NULL;
+    END IF;
     IF (link = ANY ({{ dblink }}.dblink_get_connections())) IS TRUE THEN
         IF NEW.remote_tx AND {{ schema }}._in_tx(link) THEN
             PERFORM {{ schema }}._remote_commit(link);
@@ -35,5 +45,5 @@ BEGIN
 END;
 $fn$;
 COMMENT ON FUNCTION {{ schema }}._at_commit() IS
-'pgdblink_safe internal: at local commit, commits remote_tx work and closes a '
-'transaction-scoped connection';
+'pgdblink_safe internal: at local commit, commits remote_tx work (prepares it with '
+'two_phase) and closes a transaction-scoped connection';

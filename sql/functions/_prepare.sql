@@ -16,6 +16,9 @@ DECLARE
     opened_to text;
 BEGIN
     PERFORM {{ schema }}._check_name(conn_name);
+    IF pg_catalog.left(conn_name, 3) = 'tx:' THEN
+        PERFORM {{ schema }}._refuse_prepared(conn_name);
+    END IF;
     IF window_s IS NULL OR window_s < 0 THEN
         RAISE EXCEPTION 'validation_window must not be negative' USING ERRCODE = '22023';
     END IF;

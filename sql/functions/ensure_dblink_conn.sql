@@ -7,7 +7,8 @@ CREATE OR REPLACE FUNCTION {{ schema }}.ensure_dblink_conn(
     max_attempts integer DEFAULT NULL,
     retry_budget interval DEFAULT NULL,
     scope text DEFAULT 'session',
-    remote_tx boolean DEFAULT FALSE
+    remote_tx boolean DEFAULT FALSE,
+    two_phase boolean DEFAULT FALSE
 )
 RETURNS text
 LANGUAGE plpgsql
@@ -42,8 +43,8 @@ BEGIN
             USING ERRCODE = '22023',
                   HINT = 'Pass a foreign server name or a libpq connection string.';
     END IF;
-    IF scope IS NULL OR remote_tx IS NULL THEN
-        RAISE EXCEPTION 'scope and remote_tx must not be NULL' USING ERRCODE = '22004';
+    IF scope IS NULL OR remote_tx IS NULL OR two_phase IS NULL THEN
+        RAISE EXCEPTION 'scope, remote_tx and two_phase must not be NULL' USING ERRCODE = '22004';
     END IF;
     IF scope NOT IN ('session', 'transaction') THEN
         RAISE EXCEPTION 'scope must be ''session'' or ''transaction'', not %', pg_catalog.quote_literal(scope)
@@ -53,6 +54,11 @@ BEGIN
         RAISE EXCEPTION 'remote_tx => true needs scope => ''transaction'''
             USING ERRCODE = '22023',
                   HINT = 'A remote transaction follows the local one, so its connection must too.';
+    END IF;
+    IF two_phase AND NOT remote_tx THEN
+        RAISE EXCEPTION 'two_phase => true needs remote_tx => true'
+            USING ERRCODE = '22023',
+                  HINT = 'Two-phase commit prepares the remote transaction that remote_tx opens.';
     END IF;
     IF scope = 'transaction' AND pg_catalog.octet_length(conn_name) > 60 THEN
         RAISE EXCEPTION 'conn_name "%..." is % bytes long; transaction-scoped names are limited to 60 bytes',
@@ -86,6 +92,17 @@ BEGIN
                     conn_name, NOT remote_tx
                 USING ERRCODE = '22023';
         END IF;
+        IF was_mapped AND COALESCE(({{ schema }}._meta(link) ->> 'two_phase')::boolean, false) <> two_phase THEN
+            RAISE EXCEPTION 'dblink connection "%" is already open in this transaction with two_phase => %',
+                    conn_name, NOT two_phase
+                USING ERRCODE = '22023';
+        END IF;
+        IF was_mapped THEN
+            PERFORM {{ schema }}._refuse_prepared(link);
+        END IF;
+        IF two_phase AND NOT was_mapped THEN
+            PERFORM {{ schema }}._two_phase_target(conn_name, target);
+        END IF;
     END IF;
     key := {{ schema }}._key(link);
     remembered := pg_catalog.current_setting({{ guc_target }} || key, true);
@@ -93,7 +110,7 @@ BEGIN
         PERFORM {{ schema }}._hook(link, remote_tx);
         PERFORM pg_catalog.set_config({{ guc_mapped }} || {{ schema }}._key(conn_name), '1', true);
         PERFORM {{ schema }}._note(link, pg_catalog.jsonb_build_object(
-            'scope', 'transaction', 'remote_tx', remote_tx));
+            'scope', 'transaction', 'remote_tx', remote_tx, 'two_phase', two_phase));
     END IF;
     PERFORM {{ schema }}._note(link, pg_catalog.jsonb_build_object(
         'max_lifetime_s', lifetime_s, 'max_idle_s', idle_s));
@@ -140,9 +157,10 @@ COMMENT ON FUNCTION {{ schema }}.ensure_dblink_conn(
     integer,
     interval,
     text,
+    boolean,
     boolean
 ) IS
 'pgdblink_safe: opens the named dblink connection to target (a foreign server name or a '
 'connection string) if missing, replaces it if dead; scope session or transaction, '
-'remote_tx for a remote transaction that follows the local one; returns reused, connected '
-'or reconnected';
+'remote_tx for a remote transaction that follows the local one, two_phase to prepare it at '
+'local commit; returns reused, connected or reconnected';

@@ -11,6 +11,10 @@ BEGIN
     PERFORM {{ schema }}._check_user_name(conn_name);
     PERFORM {{ schema }}._sweep();
     link := {{ schema }}._link(conn_name);
+    IF link <> conn_name THEN
+        -- Closing it would leave its prepared remote transaction to the resolver.
+        PERFORM {{ schema }}._refuse_prepared(link);
+    END IF;
     was_open := (link = ANY ({{ dblink }}.dblink_get_connections())) IS TRUE;
     IF was_open THEN
         -- Also ends a remote transaction open on it (rolled back by the remote server).
