@@ -4257,9 +4257,11 @@ BEGIN
     END IF;
     -- Recorded before the first PREPARE there, in a transaction of its own: when this local
     -- transaction rolls back or its session dies after PREPARE, the resolver must still know
-    -- where to look for what it prepared.
+    -- where to look for what it prepared. Durable before anything is prepared there, even
+    -- with synchronous_commit off.
     BEGIN
         PERFORM dblink_safe._autonomous_exec(pg_catalog.format(
+            'SET LOCAL synchronous_commit = on; '
             'INSERT INTO %s.two_phase_targets (target) VALUES (%L) ON CONFLICT (target) DO NOTHING',
             'dblink_safe', target), NULL, 'pg_catalog');
     EXCEPTION WHEN OTHERS THEN

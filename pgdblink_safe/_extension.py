@@ -149,7 +149,21 @@ def _as_extension(sql: str, settings: Settings, variant: str, creates_schema: bo
         # is already there instead of taking it over (the pattern pgspot's PS002 is about).
         sql = _CREATE_OR_REPLACE.sub("CREATE ", sql)
     guard = _guard(settings) if variant == "pg14" else ""
-    return f"{guard}{sql.rstrip()}\n\n{_record(settings)}"
+    return f"{guard}{sql.rstrip()}\n\n{_config_dump(sql, settings)}{_record(settings)}"
+
+
+#: CREATE TABLE of a table in the toolkit's schema, as the rendered steps write it.
+_CREATE_TABLE = re.compile(r"^CREATE TABLE (?P<name>.+) \($", re.MULTILINE)
+
+
+def _config_dump(sql: str, settings: Settings) -> str:
+    """Marks the tables a script creates as holding data of their own, so that pg_dump keeps
+    their rows: an extension's tables are otherwise dumped as its script creates them, empty."""
+    lines = [
+        f"SELECT pg_catalog.pg_extension_config_dump({literal(m['name'])}, '');"
+        for m in _CREATE_TABLE.finditer(sql)
+    ]
+    return "".join(f"{line}\n" for line in lines) + ("\n" if lines else "")
 
 
 #: Starts the part of the extension's comment that holds the settings it was exported with.

@@ -630,8 +630,14 @@ def uninstall(
                 "LATERAL pg_catalog.pg_identify_object(d.refclassid, d.refobjid, 0) AS r, "
                 "LATERAL pg_catalog.pg_identify_object(d.classid, d.objid, 0) AS o "
                 "WHERE d.deptype = 'n' AND r.schema = %s AND o.schema IS DISTINCT FROM %s "
+                # A row security policy has no schema of its own: the toolkit's are on its
+                # own tables.
+                "AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_policy p "
+                "JOIN pg_catalog.pg_class c ON c.oid = p.polrelid "
+                "WHERE d.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass "
+                "AND p.oid = d.objid AND c.relnamespace = %s::pg_catalog.regnamespace) "
                 "ORDER BY 1",
-                [schema, schema],
+                [schema, schema, sql.Identifier(schema).as_string(conn)],
             )
         ]
         if dependents:

@@ -91,8 +91,12 @@ def test_extension_scripts_hold_no_transaction_control_nor_bookkeeping(exported:
         parsed = statements(text)
         kinds = {type(stmt).__name__ for stmt in parsed}
         assert "TransactionStmt" not in kinds, path
-        # No bookkeeping table: the extension's version is its record.
-        assert "CreateStmt" not in kinds, path
+        # No bookkeeping table: the extension's version is its record. The tables of
+        # two-phase commit hold data, which pg_dump must keep.
+        created = {stmt.relation.relname for stmt in parsed if type(stmt).__name__ == "CreateStmt"}
+        assert "installed_migrations" not in created, path
+        for table in created:
+            assert f"pg_extension_config_dump('dblink_safe.{table}'" in text, (path, table)
         assert "CreateSchemaStmt" not in kinds, path  # CREATE EXTENSION creates the schema
         if path.parent.name == "pg16":
             assert "@extschema:dblink@" in text and "public.dblink" not in text, path
@@ -132,7 +136,9 @@ def test_install_scripts_pass_pgspot_and_updates_replace_only_their_own_function
             # CREATE OR REPLACE of functions the previous version created: members of the
             # extension, which PostgreSQL (14.5 and later) refuses to apply to a non-member.
             assert all(f.startswith("PS002: Unsafe function creation") for f in findings), path
-            assert len(findings) == len(re.findall(r"^CREATE OR REPLACE (?:FUNCTION|PROCEDURE)", text, re.M))
+            assert len(findings) == len(
+                re.findall(r"^CREATE OR REPLACE (?:FUNCTION|PROCEDURE)", text, re.M)
+            )
         else:
             assert findings == [], (path, findings)
             assert "CREATE OR REPLACE" not in text
@@ -215,13 +221,29 @@ def test_create_extension_cascade_installs_the_current_code(
         assert "relation dblink_safe.installed_migrations" in extra
         assert all("installed_migrations" in k for k in extra), extra
         assert {k: v for k, v in from_cli.items() if k in from_extension} == from_extension
-        members = ext.execute(
-            "SELECT count(*) FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_extension e "
-            "ON e.oid = d.refobjid WHERE e.extname = %s AND d.deptype = 'e'",
-            [NAME],
-        ).fetchone()
-        functions = [k for k in from_extension if k.startswith("function ")]
-        assert members is not None and members[0] == len(functions)
+        members = [
+            row[0]
+            for row in ext.execute(
+                "SELECT pg_catalog.pg_describe_object(d.classid, d.objid, 0) "
+                "FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_extension e "
+                "ON e.oid = d.refobjid WHERE e.extname = %s AND d.deptype = 'e'",
+                [NAME],
+            ).fetchall()
+        ]
+        kinds = ("function ", "procedure ")
+        routines = sorted(k for k in from_extension if k.startswith(kinds))
+        assert sorted(m for m in members if m.startswith(kinds)) == routines
+        # The rest: the tables of two-phase commit, and the row types they define.
+        tables = ("prepared_xacts", "two_phase_targets", "resolver_runs")
+        others = {m for m in members if not m.startswith(kinds)}
+        assert {m for m in others if m.startswith("table ")} == {
+            f"table dblink_safe.{t}" for t in tables
+        }
+        assert others <= {
+            f"{kind} dblink_safe.{t}{suffix}"
+            for t in tables
+            for kind, suffix in (("table", ""), ("type", ""), ("type", "[]"))
+        }, others
 
 
 def test_the_extension_heals_a_terminated_connection(
@@ -461,13 +483,20 @@ def test_the_sql_the_pg_tle_script_embeds_builds_the_toolkit(
             for body in bodies:
                 parsed = statements(body)
                 assert "TransactionStmt" not in {type(stmt).__name__ for stmt in parsed}
-                # Each script ends by recording its settings in the extension's comment, which
-                # only a script run by CREATE EXTENSION can do: run the rest.
+                # Each script ends by recording its settings in the extension's comment, and
+                # marking its tables' rows for pg_dump, which only a script run by CREATE
+                # EXTENSION can do: run the rest.
                 assert type(parsed[-1]).__name__ == "CommentStmt"
                 assert parsed[-1].objtype.name == "OBJECT_EXTENSION"
                 record = _extension._record(Settings())
                 assert body.endswith(record)
-                tle.execute(body.removesuffix(record).encode())
+                rest = re.sub(
+                    r"^SELECT pg_catalog\.pg_extension_config_dump\(.*\n",
+                    "",
+                    body.removesuffix(record),
+                    flags=re.M,
+                )
+                tle.execute(rest.encode())
         cli.execute("CREATE EXTENSION dblink")
         pgdblink_safe.install(cli)
         from_tle, from_cli = full_catalog(tle, "dblink_safe"), full_catalog(cli, "dblink_safe")
