@@ -26,10 +26,13 @@ _DROP = re.compile(
 #: What CREATE OR REPLACE cannot change: the arguments (names, types, defaults) and the
 #: result; language, volatility and settings it can.
 _HEADER = re.compile(
-    r"CREATE OR REPLACE (?:FUNCTION|PROCEDURE) \{\{ schema \}\}\.(?P<name>\w+)\((?P<rest>.*?)\n(?:LANGUAGE|AS )",
+    r"CREATE OR REPLACE (?:FUNCTION|PROCEDURE) \{\{ schema \}\}\."
+    r"(?P<name>\w+)\((?P<rest>.*?)\n(?:LANGUAGE|AS )",
     re.S,
 )
-_COMMENT = re.compile(r"COMMENT ON (?:FUNCTION|PROCEDURE) \{\{ schema \}\}\.(?P<signature>\w+\([^)]*\)) IS")
+_COMMENT = re.compile(
+    r"COMMENT ON (?:FUNCTION|PROCEDURE) \{\{ schema \}\}\.(?P<signature>\w+\([^)]*\)) IS"
+)
 
 #: Settings unlike the defaults in every value, for the lock and the fresh-install guard: a
 #: schema name that needs quoting (a quote and a blank), dblink in another schema.

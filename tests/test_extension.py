@@ -132,7 +132,9 @@ def test_install_scripts_pass_pgspot_and_updates_replace_only_their_own_function
             # CREATE OR REPLACE of functions the previous version created: members of the
             # extension, which PostgreSQL (14.5 and later) refuses to apply to a non-member.
             assert all(f.startswith("PS002: Unsafe function creation") for f in findings), path
-            assert len(findings) == len(re.findall(r"^CREATE OR REPLACE (?:FUNCTION|PROCEDURE)", text, re.M))
+            assert len(findings) == len(
+                re.findall(r"^CREATE OR REPLACE (?:FUNCTION|PROCEDURE)", text, re.M)
+            )
         else:
             assert findings == [], (path, findings)
             assert "CREATE OR REPLACE" not in text

@@ -42,8 +42,12 @@ def test_every_function_source_holds_one_function_named_after_it() -> None:
     assert sorted(listed) == [f"functions/{p.name}" for p in files]
     for path in files:
         text = path.read_text()
-        created = re.findall(r"^CREATE OR REPLACE (?:FUNCTION|PROCEDURE) \{\{ schema \}\}\.(\w+)\(", text, re.M)
-        commented = re.findall(r"^COMMENT ON (?:FUNCTION|PROCEDURE) \{\{ schema \}\}\.(\w+)\(", text, re.M)
+        created = re.findall(
+            r"^CREATE OR REPLACE (?:FUNCTION|PROCEDURE) \{\{ schema \}\}\.(\w+)\(", text, re.M
+        )
+        commented = re.findall(
+            r"^COMMENT ON (?:FUNCTION|PROCEDURE) \{\{ schema \}\}\.(\w+)\(", text, re.M
+        )
         assert created == [path.stem], f"{path.name} must create exactly the function {path.stem}"
         assert commented == [path.stem], f"{path.name} must comment on {path.stem}"
 
@@ -76,7 +80,9 @@ def test_every_rendered_statement_parses() -> None:
 
 def test_the_current_code_defines_each_function_once() -> None:
     sql = render_current(Settings())
-    created = re.findall(r"^CREATE OR REPLACE (?:FUNCTION|PROCEDURE) dblink_safe\.(\w+)\(", sql, re.M)
+    created = re.findall(
+        r"^CREATE OR REPLACE (?:FUNCTION|PROCEDURE) dblink_safe\.(\w+)\(", sql, re.M
+    )
     assert len(created) == len(set(created)) == len(list((ROOT / "sql" / "functions").iterdir()))
 
 
