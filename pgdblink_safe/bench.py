@@ -189,6 +189,10 @@ class BenchResult:
     autonomous: tuple[Comparison, ...] = ()
     #: Why the autonomous path was not measured, when it was not.
     autonomous_skipped: str = ""
+    #: Units of work committed with remote_tx => true alone and with two_phase => true.
+    commit: "CommitResult | None" = None
+    #: Why the commit paths were not measured at all, when they were not.
+    commit_skipped: str = ""
 
     @property
     def calls(self) -> int:
@@ -237,6 +241,8 @@ class BenchResult:
             if self.autonomous
             else None,
             "autonomous_skipped": self.autonomous_skipped or None,
+            "commit": self.commit.as_dict() if self.commit else None,
+            "commit_skipped": self.commit_skipped or None,
         }
 
 
@@ -774,6 +780,7 @@ def run_bench(
     calls: int = 5000,
     rounds: int = 20,
     calls_per_round: int = CALLS_PER_ROUND,
+    commits: int = 100,
     sessions: int = 0,
     session_seconds: float = 2.0,
     connect: Connect | None = None,
@@ -784,9 +791,10 @@ def run_bench(
 
     ``calls`` calls of each side of each path run in rounds of ``calls_per_round`` on one
     dblink connection, raw and toolkit alternating; ``rounds`` is the number of terminated
-    remote backends each side recovers from. With ``sessions``, that many extra sessions
-    (opened with ``connect``, each in its own thread) then call each side of each path for
-    ``session_seconds``, for calls per second.
+    remote backends each side recovers from. ``commits`` units of work of each side of each
+    commit path (see commit_latency) run in rounds of COMMIT_UNITS_PER_ROUND. With
+    ``sessions``, that many extra sessions (opened with ``connect``, each in its own thread)
+    then call each side of each path for ``session_seconds``, for calls per second.
 
     ``conn`` must be in autocommit mode and have no dblink connection open under the
     benchmark's names; ``target`` is a libpq connection string or foreign server name the
@@ -797,6 +805,7 @@ def run_bench(
         raise BenchError(f"rounds must be at least 1, not {rounds}")
     try:
         latency_rounds, per_round = split_calls(calls, calls_per_round)
+        commit_rounds, units_per_round = split_calls(commits, COMMIT_UNITS_PER_ROUND)
     except ValueError as exc:
         raise BenchError(str(exc)) from None
     if sessions < 0 or (sessions and (connect is None or session_seconds <= 0)):
@@ -877,6 +886,29 @@ def run_bench(
         skipped = str(exc).strip().splitlines()[0]
         progress(f"  skipped: {skipped}")
 
+    progress(
+        "timing units of work (one local transaction, an INSERT on each of "
+        f"{' and '.join(map(str, COMMIT_PARTICIPANTS))} transaction-scoped connections, COMMIT): "
+        "remote_tx => true alone against two_phase => true, "
+        f"{commit_rounds} round(s) of {units_per_round} units of each side, alternating ..."
+    )
+    started = time.monotonic()
+    commit: CommitResult | None = None
+    commit_skipped = ""
+    try:
+        commit = commit_latency(
+            conn, target, dblink_schema, schema, commit_rounds, units_per_round, connect
+        )
+        progress(f"  done in {time.monotonic() - started:.1f} s")
+        if commit.two_phase_skipped:
+            progress(f"  two-phase commit skipped: {commit.two_phase_skipped}")
+        elif commit.resolver_skipped:
+            progress(f"  resolve_prepared skipped: {commit.resolver_skipped}")
+    except psycopg.Error as exc:
+        # No table can be created on the remote, say.
+        commit_skipped = _first_line(exc)
+        progress(f"  skipped: {commit_skipped}")
+
     throughput: tuple[Throughput, ...] = ()
     if sessions and connect is not None:
         progress(
@@ -906,6 +938,8 @@ def run_bench(
         fanout=fanout,
         autonomous=compared,
         autonomous_skipped=skipped,
+        commit=commit,
+        commit_skipped=commit_skipped,
     )
 
 
@@ -1163,3 +1197,430 @@ def autonomous(
         Comparison(AUTONOMOUS, figures_of["connect"], figures_of["autonomous"]),
         Comparison(AUTONOMOUS_KEPT, figures_of["kept"], figures_of["autonomous"]),
     )
+
+
+# -- commit: a unit of work on transaction-scoped connections, remote_tx alone and two-phase --
+
+#: Participants (transaction-scoped connections to the target) of a unit of work.
+COMMIT_PARTICIPANTS = (1, 4)
+#: Units of work timed together; the figures are of the rounds' per-unit times.
+COMMIT_UNITS_PER_ROUND = 5
+#: The remote table each participant inserts a row into. Not a temporary one: a remote
+#: transaction that used a temporary table cannot be prepared.
+COMMIT_TABLE = "pgdblink_safe_bench_commits"
+COMMIT_INSERT = f"INSERT INTO {COMMIT_TABLE} (n) VALUES (1)"
+_COMMIT_CONTROL = "pgdblink_safe_bench_commit_control"
+_COMMIT_NAMES = tuple(
+    f"pgdblink_safe_bench_unit{i}" for i in range(1, max(COMMIT_PARTICIPANTS) + 1)
+)
+_COMMIT_HELPER = "pgdblink_safe_bench_commit"
+_RESOLVE_HELPER = "pgdblink_safe_bench_resolve"
+#: The sides of the commit paths: remote_tx => true alone (one remote COMMIT at local
+#: pre-commit), two-phase with finish_prepared() right after COMMIT, and two-phase finished by
+#: the next unit's first ensure_dblink_conn.
+_COMMIT_SIDES = ("remote_tx", "two_phase", "next_call")
+
+# One round of ``units`` units of work. finish: 'none' (remote_tx alone), 'finish_prepared'
+# (CALL finish_prepared() right after COMMIT), 'next_call' (phase 2 by the next unit's first
+# ensure_dblink_conn; one more unit runs, and the last is finished by finish_prepared), or
+# 'leave' (phase 2 left for the resolver). A procedure, so that it can COMMIT; without a SET
+# clause for that reason, so every name in it is qualified.
+_COMMIT_BODY = """
+DECLARE
+    t0 timestamptz;
+    t1 timestamptz;
+    t2 timestamptz;
+    committed_at timestamptz;
+    status text;
+BEGIN
+    unit_us := 0;
+    commit_us := 0;
+    held_us := 0;
+    FOR i IN 1 .. units + CASE WHEN finish = 'next_call' THEN 1 ELSE 0 END LOOP
+        t0 := pg_catalog.clock_timestamp();
+        FOR j IN 1 .. participants LOOP
+            PERFORM {toolkit}.ensure_dblink_conn(names[j], target, scope => 'transaction',
+                remote_tx => true, two_phase => finish <> 'none');
+            IF j = 1 AND committed_at IS NOT NULL THEN
+                held_us := held_us + pg_catalog.date_part('epoch',
+                    pg_catalog.clock_timestamp() - committed_at) * 1000000;
+            END IF;
+            status := {toolkit}.safe_dblink_exec(names[j], {insert});
+        END LOOP;
+        t1 := pg_catalog.clock_timestamp();
+        COMMIT;
+        t2 := pg_catalog.clock_timestamp();
+        IF finish = 'finish_prepared' THEN
+            CALL {toolkit}.finish_prepared();
+            held_us := held_us + pg_catalog.date_part('epoch',
+                pg_catalog.clock_timestamp() - t2) * 1000000;
+        ELSIF finish = 'next_call' THEN
+            committed_at := t2;
+        END IF;
+        IF finish <> 'next_call' OR i > 1 THEN
+            unit_us := unit_us + pg_catalog.date_part('epoch',
+                pg_catalog.clock_timestamp() - t0) * 1000000;
+            commit_us := commit_us + pg_catalog.date_part('epoch', t2 - t1) * 1000000;
+        END IF;
+    END LOOP;
+    IF finish = 'next_call' THEN
+        CALL {toolkit}.finish_prepared();
+    END IF;
+END;
+"""
+
+# In a second session: one run of the resolver with no minimum age, timed.
+_RESOLVE_BODY = """
+DECLARE
+    t0 timestamptz := pg_catalog.clock_timestamp();
+BEGIN
+    SELECT pg_catalog.array_agg(r.decision ORDER BY r.decision) INTO decisions
+    FROM {toolkit}.resolve_prepared('0 s') AS r;
+    elapsed_us := pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - t0) * 1000000;
+END;
+"""
+
+
+@dataclass(frozen=True)
+class CommitPath:
+    """Per-unit figures of one commit path: remote_tx alone against two-phase commit."""
+
+    name: str
+    label: str
+    remote_tx: Figures
+    #: None when two-phase commit was not measured (see CommitResult.two_phase_skipped).
+    two_phase: Figures | None
+
+    def as_dict(self) -> dict[str, Any]:
+        result: dict[str, Any] = {"label": self.label}
+        for quantile in ("median", "p99"):
+            base = getattr(self.remote_tx, f"{quantile}_us")
+            two = None if self.two_phase is None else getattr(self.two_phase, f"{quantile}_us")
+            result[quantile] = {
+                "remote_tx_us": round(base, 2),
+                "two_phase_us": None if two is None else round(two, 2),
+                "added_us": None if two is None else round(added_us(two, base), 2),
+                "ratio": None if two is None else rounded(ratio(two, base)),
+            }
+        return result
+
+
+@dataclass(frozen=True)
+class Held:
+    """How long remote locks stay held after the local COMMIT returns, by one finishing route."""
+
+    name: str
+    label: str
+    how: str
+    figures: Figures
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "how": self.how,
+            "median_us": round(self.figures.median_us, 2),
+            "p99_us": round(self.figures.p99_us, 2),
+        }
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    units_per_round: int
+    rounds: int
+    #: A unit of work (start to end, phase 2 included), then the COMMIT alone, each per
+    #: number of participants.
+    paths: tuple[CommitPath, ...]
+    #: Empty when two-phase commit was not measured.
+    held: tuple[Held, ...] = ()
+    #: Rounds of resolve_prepared('0 s') with one pending GID.
+    resolver_rounds: int = 0
+    #: resolve_prepared's default min_age in seconds, as installed; None when not read.
+    resolver_min_age_s: float | None = None
+    two_phase_skipped: str = ""
+    resolver_skipped: str = ""
+
+    @property
+    def units(self) -> int:
+        """Timed units of work of each side of each path."""
+        return self.units_per_round * self.rounds
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "participants": list(COMMIT_PARTICIPANTS),
+            "units": self.units,
+            "units_per_round": self.units_per_round,
+            "rounds": self.rounds,
+            "insert": COMMIT_INSERT,
+            "paths": {p.name: p.as_dict() for p in self.paths},
+            "locks_held": {h.name: h.as_dict() for h in self.held} if self.held else None,
+            "resolver_rounds": self.resolver_rounds,
+            "resolver_min_age_s": self.resolver_min_age_s,
+            "two_phase_skipped": self.two_phase_skipped or None,
+            "resolver_skipped": self.resolver_skipped or None,
+        }
+
+
+def _participants(n: int) -> str:
+    return f"{n} participant" + ("" if n == 1 else "s")
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _control_value(conn: psycopg.Connection[Any], dblink: sql.Identifier, query: str) -> Any:
+    row = conn.execute(
+        sql.SQL("SELECT r.v FROM {}.dblink(%s, %s) AS r(v text)").format(dblink),
+        [_COMMIT_CONTROL, query],
+    ).fetchone()
+    return _one_row(row, query)[0]
+
+
+def _control_exec(conn: psycopg.Connection[Any], dblink: sql.Identifier, statement: str) -> None:
+    conn.execute(
+        sql.SQL("SELECT {}.dblink_exec(%s, %s)").format(dblink), [_COMMIT_CONTROL, statement]
+    )
+
+
+def _commit_round(
+    conn: psycopg.Connection[Any], target: str, participants: int, finish: str, units: int
+) -> tuple[float, float, float]:
+    """(unit µs, COMMIT µs, locks held µs), each summed over ``units`` units of work."""
+    row = conn.execute(
+        sql.SQL("CALL pg_temp.{}(%s, %s, %s, %s, %s, NULL, NULL, NULL)").format(
+            sql.Identifier(_COMMIT_HELPER)
+        ),
+        [target, list(_COMMIT_NAMES[:participants]), participants, finish, units],
+    ).fetchone()
+    unit, commit, held = _one_row(row, f"CALL pg_temp.{_COMMIT_HELPER}()")
+    return float(unit), float(commit), float(held)
+
+
+def _resolver_min_age_s(conn: psycopg.Connection[Any], toolkit: sql.Identifier) -> float | None:
+    """resolve_prepared's default min_age in seconds, as the installed function declares it."""
+    row = conn.execute(
+        sql.SQL(
+            "SELECT pg_catalog.date_part('epoch', (pg_catalog.regexp_match("
+            "pg_catalog.pg_get_function_arguments(%s::pg_catalog.regprocedure), "
+            "$$min_age interval DEFAULT '([^']*)'$$))[1]::interval)"
+        ),
+        [sql.SQL("{}.resolve_prepared(interval, boolean)").format(toolkit).as_string(conn)],
+    ).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
+def _resolver(
+    conn: psycopg.Connection[Any],
+    connect: Connect,
+    target: str,
+    schema: str,
+    rounds: int,
+) -> Figures:
+    """resolve_prepared('0 s') run time from a second session, each round with one pending
+    GID: a two-phase unit of work on one participant committed and left unfinished."""
+    toolkit = sql.Identifier(schema)
+    with connect() as other:
+        other.execute(
+            sql.SQL(
+                "CREATE FUNCTION pg_temp.{}(OUT elapsed_us double precision, OUT decisions text[]) "
+                "LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS {}"
+            ).format(
+                sql.Identifier(_RESOLVE_HELPER),
+                sql.Literal(sql.SQL(_RESOLVE_BODY).format(toolkit=toolkit).as_string(other)),
+            )
+        )
+        samples = []
+        for number in range(WARMUP_ROUNDS + rounds):
+            _commit_round(conn, target, 1, "leave", 1)
+            try:
+                row = other.execute(
+                    sql.SQL("SELECT elapsed_us, decisions FROM pg_temp.{}()").format(
+                        sql.Identifier(_RESOLVE_HELPER)
+                    )
+                ).fetchone()
+            finally:
+                # Phase 2 is done already: this finds the GID gone and closes the connection.
+                conn.execute(sql.SQL("CALL {}.finish_prepared()").format(toolkit))
+            elapsed, decisions = _one_row(row, f"pg_temp.{_RESOLVE_HELPER}()")
+            if "committed" not in (decisions or []):
+                raise BenchError(
+                    "resolve_prepared('0 s') did not commit the pending GID: decisions "
+                    f"{', '.join(decisions or []) or '(none)'}"
+                )
+            if number >= WARMUP_ROUNDS:
+                samples.append(float(elapsed))
+    return figures(samples)
+
+
+def commit_latency(
+    conn: psycopg.Connection[Any],
+    target: str,
+    dblink_schema: str,
+    schema: str,
+    rounds: int,
+    units_per_round: int,
+    connect: Connect | None = None,
+) -> CommitResult:
+    """Units of work on 1 and 4 transaction-scoped connections with remote_tx => true,
+    committed with one remote COMMIT each, against two_phase => true, in alternating rounds.
+
+    Two-phase commit is skipped, with the reason in two_phase_skipped, when the remote cannot
+    prepare transactions (max_prepared_transactions = 0) or the toolkit refuses it for this
+    target; the resolver's run time needs ``connect`` for a second session. The remote table,
+    the helpers, every connection the units opened and the target's entry in
+    two_phase_targets (when it was not there before) are gone after.
+    """
+    dblink = sql.Identifier(dblink_schema)
+    toolkit = sql.Identifier(schema)
+    table_made = False
+    open_before = set(_open_connections(conn, dblink))
+    targets = sql.SQL("SELECT 1 FROM {}.two_phase_targets WHERE target = %s").format(toolkit)
+    recorded_before = conn.execute(targets, [target]).fetchone() is not None
+    two_phase_skipped = ""
+    resolver_skipped = ""
+    try:
+        conn.execute(
+            sql.SQL("SELECT {}.dblink_connect(%s, %s)").format(dblink), [_COMMIT_CONTROL, target]
+        )
+        _control_exec(conn, dblink, f"CREATE TABLE {COMMIT_TABLE} (n integer)")
+        table_made = True
+        conn.execute(
+            sql.SQL(
+                "CREATE PROCEDURE pg_temp.{}(target text, names text[], participants integer, "
+                "finish text, units integer, INOUT unit_us double precision, "
+                "INOUT commit_us double precision, INOUT held_us double precision) "
+                "LANGUAGE plpgsql AS {}"
+            ).format(
+                sql.Identifier(_COMMIT_HELPER),
+                sql.Literal(
+                    sql.SQL(_COMMIT_BODY)
+                    .format(toolkit=toolkit, insert=sql.Literal(COMMIT_INSERT))
+                    .as_string(conn)
+                ),
+            )
+        )
+        slots = int(_control_value(conn, dblink, "SHOW max_prepared_transactions"))
+        sides: tuple[str, ...] = _COMMIT_SIDES
+        if slots == 0:
+            two_phase_skipped = (
+                "the remote server's max_prepared_transactions is 0, so it cannot prepare "
+                "transactions (set it above 0 and restart it to measure two-phase commit)"
+            )
+        else:
+            try:
+                _commit_round(conn, target, 1, "finish_prepared", 1)
+            except psycopg.Error as exc:
+                # A target with a password, or one that cannot be recorded for the resolver.
+                two_phase_skipped = _first_line(exc)
+        if two_phase_skipped:
+            sides = _COMMIT_SIDES[:1]
+        finish = {"remote_tx": "none", "two_phase": "finish_prepared", "next_call": "next_call"}
+        samples: dict[tuple[int, str], list[tuple[float, float, float]]] = {}
+        for number in range(WARMUP_ROUNDS + rounds):
+            shift = number % len(sides)
+            for n in COMMIT_PARTICIPANTS:
+                for side in (*sides[shift:], *sides[:shift]):
+                    sums = _commit_round(conn, target, n, finish[side], units_per_round)
+                    if number >= WARMUP_ROUNDS:
+                        samples.setdefault((n, side), []).append(sums)
+
+        def per_unit(n: int, side: str, field: int) -> Figures:
+            return figures(per_call_us([s[field] for s in samples[n, side]], units_per_round))
+
+        two = not two_phase_skipped
+        paths = tuple(
+            CommitPath(
+                f"{what}_{n}",
+                f"{label}, {_participants(n)}",
+                per_unit(n, "remote_tx", field),
+                per_unit(n, "two_phase", field) if two else None,
+            )
+            for what, label, field in (("unit", "unit of work", 0), ("commit", "COMMIT alone", 1))
+            for n in COMMIT_PARTICIPANTS
+        )
+        held: list[Held] = []
+        resolver_figures: Figures | None = None
+        min_age: float | None = None
+        if two:
+            held += [
+                Held(
+                    f"finish_prepared_{n}",
+                    f"finish_prepared(), {_participants(n)}",
+                    "CALL finish_prepared() right after COMMIT: its run time",
+                    per_unit(n, "two_phase", 2),
+                )
+                for n in COMMIT_PARTICIPANTS
+            ]
+            held += [
+                Held(
+                    f"next_call_{n}",
+                    f"next ensure_dblink_conn, {_participants(n)}",
+                    "the next unit's first ensure_dblink_conn (which opens its own connection "
+                    "after phase 2): from COMMIT's return to the end of that call",
+                    per_unit(n, "next_call", 2),
+                )
+                for n in COMMIT_PARTICIPANTS
+            ]
+            min_age = _resolver_min_age_s(conn, toolkit)
+            if connect is None:
+                resolver_skipped = "a second session is needed (no way to connect given)"
+            else:
+                try:
+                    resolver_figures = _resolver(conn, connect, target, schema, rounds)
+                except psycopg.Error as exc:
+                    # A role that does not own the commit records, say.
+                    resolver_skipped = _first_line(exc)
+            if resolver_figures is not None:
+                held.append(
+                    Held(
+                        "resolve_prepared",
+                        "resolve_prepared('0 s'), 1 pending GID",
+                        "run time of resolve_prepared('0 s') in another session, with one "
+                        "committed GID pending; by default it leaves a GID younger than "
+                        "min_age alone",
+                        resolver_figures,
+                    )
+                )
+        return CommitResult(
+            units_per_round=units_per_round,
+            rounds=rounds,
+            paths=paths,
+            held=tuple(held),
+            resolver_rounds=rounds if resolver_figures is not None else 0,
+            resolver_min_age_s=min_age,
+            two_phase_skipped=two_phase_skipped,
+            resolver_skipped=resolver_skipped,
+        )
+    finally:
+        with contextlib.suppress(psycopg.Error):
+            # Phase 2 of anything a failed round left prepared, and the connections closed.
+            conn.execute(sql.SQL("CALL {}.finish_prepared()").format(toolkit))
+        with contextlib.suppress(psycopg.Error):
+            # The autonomous connection that recorded the target for the resolver; the
+            # units' own connections were closed by finish_prepared().
+            for name in set(_open_connections(conn, dblink)) - open_before:
+                if name.startswith("autonomous"):
+                    conn.execute(
+                        sql.SQL("SELECT {}.safe_dblink_disconnect(%s)").format(toolkit), [name]
+                    )
+        with contextlib.suppress(psycopg.Error):
+            if table_made:
+                _control_exec(conn, dblink, "SET lock_timeout = '5s'")
+                _control_exec(conn, dblink, f"DROP TABLE IF EXISTS {COMMIT_TABLE}")
+        with contextlib.suppress(psycopg.Error):
+            if _COMMIT_CONTROL in _open_connections(conn, dblink):
+                conn.execute(
+                    sql.SQL("SELECT {}.dblink_disconnect(%s)").format(dblink), [_COMMIT_CONTROL]
+                )
+        with contextlib.suppress(psycopg.Error):
+            conn.execute(
+                sql.SQL("DROP PROCEDURE IF EXISTS pg_temp.{}").format(
+                    sql.Identifier(_COMMIT_HELPER)
+                )
+            )
+        if not recorded_before:
+            with contextlib.suppress(psycopg.Error):
+                conn.execute(
+                    sql.SQL("DELETE FROM {}.two_phase_targets WHERE target = %s").format(toolkit),
+                    [target],
+                )

@@ -660,6 +660,71 @@ def _bench_lines(result: bench.BenchResult) -> list[str]:
         lines += _autonomous_lines(result.autonomous)
     elif result.autonomous_skipped:
         lines += ["", f"autonomous  not measured: {result.autonomous_skipped}"]
+    if result.commit:
+        lines += _commit_lines(result.commit)
+    elif result.commit_skipped:
+        lines += ["", f"commit      not measured: {result.commit_skipped}"]
+    return lines
+
+
+def _commit_lines(commit: bench.CommitResult) -> list[str]:
+    """Units of work committed with remote_tx alone and two-phase, then how long locks stay."""
+    rows = []
+    for path in commit.paths:
+        for quantile in ("median", "p99"):
+            base = getattr(path.remote_tx, f"{quantile}_us")
+            two = None if path.two_phase is None else getattr(path.two_phase, f"{quantile}_us")
+            share = None if two is None else bench.ratio(two, base)
+            rows.append(
+                (
+                    f"{path.label}, {quantile}",
+                    f"{base:.1f}",
+                    "n/a" if two is None else f"{two:.1f}",
+                    "n/a" if two is None else f"{bench.added_us(two, base):+.1f}",
+                    "n/a" if share is None else f"{share:.2f}",
+                )
+            )
+    lines = [
+        "",
+        f"commit      {commit.units} units of work of each side of each path: {commit.rounds} "
+        f"round(s) of {commit.units_per_round}, alternating on one connection; a unit opens "
+        "its participants with ensure_dblink_conn(c, target, scope => 'transaction', "
+        f"remote_tx => true), runs {bench.COMMIT_INSERT} on each, and commits",
+        "",
+        *_table("commit per unit", ("remote_tx µs", "two_phase µs", "added µs", "ratio"), rows),
+    ]
+    if commit.two_phase_skipped:
+        return [*lines, "", f"two-phase   not measured: {commit.two_phase_skipped}"]
+    held = [(h.label, f"{h.figures.median_us:.1f}", f"{h.figures.p99_us:.1f}") for h in commit.held]
+    if commit.resolver_min_age_s is not None:
+        held.append(
+            (
+                "resolver, default min_age",
+                f">= {commit.resolver_min_age_s * 1e6:.0f}",
+                "",
+            )
+        )
+    lines += [
+        "",
+        *_table("remote locks held after COMMIT returns", ("median µs", "p99 µs"), held),
+        "",
+        "two_phase                the same unit with two_phase => true, then CALL "
+        "finish_prepared() (included); COMMIT alone: until the local COMMIT returns",
+        "remote_tx                remote_tx => true alone: one remote COMMIT per participant "
+        "at local pre-commit",
+        "finish_prepared()        its run time, called right after COMMIT",
+        "next ensure_dblink_conn  from COMMIT's return to the end of the next unit's first "
+        "ensure_dblink_conn (phase 2, then a new connection of its own)",
+        "resolve_prepared('0 s')  its run time in another session, one committed GID pending",
+    ]
+    if commit.resolver_min_age_s is not None:
+        lines.append(
+            f"resolver                 leaves a GID younger than min_age (default "
+            f"{commit.resolver_min_age_s:g} s) alone: when only it finishes, locks are held at "
+            "least that long after PREPARE"
+        )
+    if commit.resolver_skipped:
+        lines.append(f"resolver                 not measured: {commit.resolver_skipped}")
     return lines
 
 
@@ -748,6 +813,13 @@ def _fanout_lines(fanout: bench.Comparison) -> list[str]:
     help="Terminated remote backends to recover from, for each side.",
 )
 @click.option(
+    "--commits",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Timed units of work (one local transaction each) of each side of each commit path.",
+)
+@click.option(
     "--sessions",
     type=click.IntRange(min=0),
     default=0,
@@ -770,6 +842,7 @@ def bench_command(
     calls: int,
     calls_per_round: int,
     rounds: int,
+    commits: int,
     sessions: int,
     duration: float,
     as_json: bool,
@@ -782,7 +855,10 @@ def bench_command(
     after the remote backend was terminated (raw: catch, disconnect, connect, retry); and
     fanout_exec on four connections (raw: send to each, then collect each); and autonomous_exec
     against a connection opened per call and a kept safe_dblink_exec connection, both to the
-    --dsn database.
+    --dsn database; and a unit of work (an INSERT on 1 or 4 transaction-scoped connections,
+    COMMIT) with remote_tx => true alone against two_phase => true with finish_prepared(),
+    with how long remote locks stay held after COMMIT by each way phase 2 is done (skipped
+    when the remote's max_prepared_transactions is 0).
     Calls are timed server-side, in rounds on one dblink connection, raw and toolkit
     alternating, and printed as the median and p99 per call with the µs the toolkit adds.
     --sessions N also runs N sessions side by side and prints the toolkit's calls/s as a
@@ -804,6 +880,7 @@ def bench_command(
             calls=calls,
             calls_per_round=calls_per_round,
             rounds=rounds,
+            commits=commits,
             sessions=sessions,
             session_seconds=duration,
             connect=lambda: psycopg.connect(dsn, autocommit=True, connect_timeout=10),

@@ -2,12 +2,14 @@
 
 import dataclasses
 import json
+import math
 import subprocess
 import sys
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 from servers import Server, wait_for
 
 import pgdblink_safe
@@ -17,6 +19,11 @@ from pgdblink_safe.errors import BenchError
 from pgdblink_safe.generator import latest_version
 
 PATH_NAMES = [path.name for path in bench.PATHS]
+COMMIT_PATH_NAMES = [f"{what}_{n}" for what in ("unit", "commit") for n in (1, 4)]
+HELD_NAMES = [
+    *(f"{route}_{n}" for route in ("finish_prepared", "next_call") for n in (1, 4)),
+    "resolve_prepared",
+]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -277,6 +284,87 @@ def test_autonomous_figures_in_json_and_table() -> None:
     assert _bench_lines(skipped)[-1] == "autonomous  not measured: no password"
 
 
+def made_up_commit(two_phase: bool = True) -> bench.CommitResult:
+    paths = tuple(
+        bench.CommitPath(
+            name,
+            f"label {name}",
+            bench.Figures(1000.0, 2000.0),
+            bench.Figures(1500.0, 2600.0) if two_phase else None,
+        )
+        for name in COMMIT_PATH_NAMES
+    )
+    held = tuple(
+        bench.Held(name, f"held {name}", "how", bench.Figures(400.0, 700.0)) for name in HELD_NAMES
+    )
+    return bench.CommitResult(
+        units_per_round=5,
+        rounds=20,
+        paths=paths,
+        held=held if two_phase else (),
+        resolver_rounds=20 if two_phase else 0,
+        resolver_min_age_s=5.0 if two_phase else None,
+        two_phase_skipped="" if two_phase else "max_prepared_transactions is 0",
+    )
+
+
+def test_commit_figures_in_json_and_table() -> None:
+    result = dataclasses.replace(made_up_result(), commit=made_up_commit())
+    data = json.loads(json.dumps(result.as_dict()))
+    commit = data["commit"]
+    assert (commit["units"], commit["units_per_round"], commit["rounds"]) == (100, 5, 20)
+    assert commit["participants"] == [1, 4]
+    assert list(commit["paths"]) == COMMIT_PATH_NAMES
+    assert commit["paths"]["unit_1"]["median"] == {
+        "remote_tx_us": 1000.0,
+        "two_phase_us": 1500.0,
+        "added_us": 500.0,
+        "ratio": 1.5,
+    }
+    assert list(commit["locks_held"]) == HELD_NAMES
+    assert commit["locks_held"]["resolve_prepared"]["median_us"] == 400.0
+    assert commit["resolver_min_age_s"] == 5.0
+    assert commit["two_phase_skipped"] is None
+    assert data["commit_skipped"] is None
+    assert json.loads(json.dumps(made_up_result().as_dict()))["commit"] is None
+    lines = _bench_lines(result)
+    without = _bench_lines(made_up_result())
+    assert lines[: len(without)] == without
+    added = lines[len(without) :]
+    header = next(i for i, line in enumerate(added) if line.startswith("commit per unit "))
+    assert added[header].split()[3:] == [
+        "remote_tx",
+        "µs",
+        "two_phase",
+        "µs",
+        "added",
+        "µs",
+        "ratio",
+    ]
+    assert added[header + 1].split()[-4:] == ["1000.0", "1500.0", "+500.0", "1.50"]
+    assert len([line for line in added if line.startswith("label ")]) == 2 * len(COMMIT_PATH_NAMES)
+    assert any(
+        line.startswith("resolver, default min_age") and ">= 5000000" in line for line in added
+    )
+
+
+def test_commit_table_says_why_two_phase_was_not_measured() -> None:
+    result = dataclasses.replace(made_up_result(), commit=made_up_commit(two_phase=False))
+    data = json.loads(json.dumps(result.as_dict()))
+    assert data["commit"]["paths"]["commit_4"]["p99"] == {
+        "remote_tx_us": 2000.0,
+        "two_phase_us": None,
+        "added_us": None,
+        "ratio": None,
+    }
+    assert data["commit"]["locks_held"] is None
+    lines = _bench_lines(result)
+    assert lines[-1] == "two-phase   not measured: max_prepared_transactions is 0"
+    assert lines[-3].split()[-4:] == ["2000.0", "n/a", "n/a", "n/a"]
+    skipped = dataclasses.replace(made_up_result(), commit_skipped="permission denied")
+    assert _bench_lines(skipped)[-1] == "commit      not measured: permission denied"
+
+
 def test_table_without_sessions_or_with_a_replaced_connection() -> None:
     result = made_up_result()
     assert not any("calls/s" in line for line in _bench_lines(result))
@@ -317,6 +405,8 @@ def test_a_run_with_sessions_and_quoted_schemas_leaves_nothing_behind(
         "3",
         "--rounds",
         "2",
+        "--commits",
+        "2",
         "--sessions",
         "2",
         "--duration",
@@ -349,6 +439,23 @@ def test_a_run_with_sessions_and_quoted_schemas_leaves_nothing_behind(
     for figures in data["autonomous"].values():
         assert figures["median"]["toolkit_us"] > 0 and figures["median"]["raw_us"] > 0
     assert "timing autonomous_exec against a connection per call" in result.stderr
+    assert "timing units of work (one local transaction" in result.stderr
+    commit = data["commit"]
+    assert data["commit_skipped"] is None
+    assert (commit["units"], commit["units_per_round"], commit["rounds"]) == (2, 2, 1)
+    assert commit["two_phase_skipped"] is None and commit["resolver_skipped"] is None
+    assert sorted(commit["paths"]) == sorted(COMMIT_PATH_NAMES)
+    for figures in commit["paths"].values():
+        for quantile in ("median", "p99"):
+            row = figures[quantile]
+            assert set(row) == {"remote_tx_us", "two_phase_us", "added_us", "ratio"}
+            assert all(math.isfinite(row[key]) for key in row)
+            assert row["remote_tx_us"] > 0 and row["two_phase_us"] > 0
+    assert sorted(commit["locks_held"]) == sorted(HELD_NAMES)
+    for held in commit["locks_held"].values():
+        assert 0 < held["median_us"] <= held["p99_us"] < math.inf
+    assert commit["resolver_rounds"] == 1
+    assert commit["resolver_min_age_s"] == 5.0
     assert data["throughput"]["sessions"] == 2
     assert sorted(data["throughput"]["paths"]) == sorted(PATH_NAMES)
     for rates in data["throughput"]["paths"].values():
@@ -360,6 +467,56 @@ def test_a_run_with_sessions_and_quoted_schemas_leaves_nothing_behind(
     wait_for_backends(local, local_db, before_local)
     assert objects(conn) == before_objects
     assert bench_objects(conn) == []
+    # No commit record and no target for the resolver left; nothing prepared on the remote.
+    assert conn.execute(
+        sql.SQL("SELECT count(*) FROM {}.prepared_xacts").format(sql.Identifier(schema))
+    ).fetchone() == (0,)
+    assert conn.execute(
+        sql.SQL("SELECT count(*) FROM {}.two_phase_targets").format(sql.Identifier(schema))
+    ).fetchone() == (0,)
+    with remote.connect(remote_db) as remote_conn:
+        assert bench_objects(remote_conn) == []
+        assert remote_conn.execute("SELECT count(*) FROM pg_prepared_xacts").fetchone() == (0,)
+
+
+def test_a_remote_that_cannot_prepare_skips_two_phase_commit(
+    installed: psycopg.Connection[Any],
+    local: Server,
+    local_db: str,
+    remote: Server,
+    remote_db: str,
+    target: str,
+) -> None:
+    if not remote.can_restart:
+        pytest.skip(f"the {remote.label} server cannot be restarted by this provider")
+    remote.execute("ALTER SYSTEM SET max_prepared_transactions = 0")
+    try:
+        remote.restart()
+        result = run(
+            "bench",
+            "--dsn",
+            local.client_conninfo(local_db),
+            "--target",
+            target,
+            *("--calls", "2", "--rounds", "1", "--commits", "2"),
+        )
+    finally:
+        remote.execute("ALTER SYSTEM RESET max_prepared_transactions")
+        remote.restart()
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[-1] == (
+        "two-phase   not measured: the remote server's max_prepared_transactions is 0, so it "
+        "cannot prepare transactions (set it above 0 and restart it to measure two-phase commit)"
+    )
+    baseline = [line for line in lines if line.startswith(("unit of work", "COMMIT alone"))]
+    assert len(baseline) == 2 * len(COMMIT_PATH_NAMES)
+    for line in baseline:
+        assert float(line.split()[-4]) > 0 and line.split()[-3:] == ["n/a", "n/a", "n/a"]
+    assert "two-phase commit skipped: the remote server's max_prepared_transactions" in (
+        result.stderr
+    )
+    assert bench_objects(installed) == []
     with remote.connect(remote_db) as remote_conn:
         assert bench_objects(remote_conn) == []
 
