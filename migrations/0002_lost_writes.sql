@@ -1362,6 +1362,13 @@ BEGIN
             USING ERRCODE = '22023',
                   HINT = 'Two-phase commit prepares the remote transaction that remote_tx opens.';
     END IF;
+    IF two_phase AND pg_catalog.current_setting('transaction_read_only') = 'on' THEN
+        RAISE EXCEPTION 'two_phase => true needs a read-write transaction'
+            USING ERRCODE = '25006',
+                  DETAIL = 'Its commit record is written in the local transaction, and the remote '
+                           'transaction of a read-only one is read-only too.',
+                  HINT = 'Use remote_tx => true alone for read-only work.';
+    END IF;
     IF scope = 'transaction' AND pg_catalog.octet_length(conn_name) > 60 THEN
         RAISE EXCEPTION 'conn_name "%..." is % bytes long; transaction-scoped names are limited to 60 bytes',
                 pg_catalog.left(conn_name, 20), pg_catalog.octet_length(conn_name)
@@ -2802,6 +2809,7 @@ DECLARE
     local_xid xid8;
     started timestamptz;
     tag text;
+    row_xmin text;
     n integer;
     failed integer;
     fail_message text;
@@ -2831,7 +2839,21 @@ BEGIN
         gids := gids || dblink_safe._gid(links[i], local_xid);
         INSERT INTO dblink_safe.prepared_xacts (gid, target, conn_name, local_xid)
         VALUES (gids[i], pg_catalog.current_setting('dblink_safe.t_' || dblink_safe._key(links[i])),
-                pg_catalog.substr(links[i], 4), local_xid);
+                pg_catalog.substr(links[i], 4), local_xid)
+        RETURNING xmin::text INTO row_xmin;
+        -- Written by a subtransaction (SET CONSTRAINTS ALL IMMEDIATE after a SAVEPOINT or
+        -- in an exception block), the record could be rolled back while the transaction
+        -- commits: the session would then commit the remote work and the resolver roll it
+        -- back. Nothing is prepared; at the real commit the hook runs again.
+        IF row_xmin <> (local_xid::text::bigint & 4294967295)::text THEN
+            RAISE EXCEPTION 'dblink connection "%" cannot be prepared inside a subtransaction',
+                    pg_catalog.substr(links[i], 4)
+                USING ERRCODE = '0A000',
+                      DETAIL = 'SET CONSTRAINTS ALL IMMEDIATE ran after a SAVEPOINT or inside an '
+                               'exception block. Nothing was prepared.',
+                      HINT = 'Let the commit prepare it, or run SET CONSTRAINTS ALL IMMEDIATE '
+                             'outside savepoints and exception blocks.';
+        END IF;
     END LOOP;
     started := pg_catalog.clock_timestamp();
     FOR i IN 1 .. n LOOP

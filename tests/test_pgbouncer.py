@@ -535,3 +535,62 @@ def test_remote_tx_backstop_stays_with_the_remote_transaction(
     with pgb.connect(remote_db) as other:
         seen = scalar(other, "SHOW idle_in_transaction_session_timeout")
     assert seen == default
+
+
+# -- two-phase commit through PgBouncer -----------------------------------------------------
+
+
+@pytest.mark.parametrize("pool_mode", ["session", "transaction"])
+def test_two_phase_commit_through_pgbouncer(
+    installed: Conn,
+    bouncer: Start,
+    local: Server,
+    local_db: str,
+    remote: Server,
+    remote_db: str,
+    pool_mode: str,
+) -> None:
+    """PREPARE on the server connection of the remote transaction, COMMIT PREPARED or
+    ROLLBACK PREPARED on whichever one the pool hands out next: the GID is not session
+    state. A killed session's GID is left to the resolver, which goes through the pool too."""
+    pgb = bouncer(pool_mode, default_pool_size=2)
+    target = pgb.conninfo(remote_db)
+    installed.execute("CREATE TABLE parent (id int PRIMARY KEY)")
+    installed.execute(
+        "CREATE TABLE child (pid int REFERENCES parent DEFERRABLE INITIALLY DEFERRED)"
+    )
+
+    def unit(note: str, fail: bool = False) -> None:
+        with installed.transaction():
+            ensure(installed, target, scope="transaction", remote_tx=True, two_phase=True)
+            insert(installed, note)
+            if fail:
+                installed.execute("INSERT INTO child VALUES (1)")
+
+    prefix = "pgdblink_safe:%"
+    prepared = f"SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE '{prefix}'"
+    unit("2pc committed")
+    assert remote.execute(prepared)[0][0] == 1
+    installed.execute("CALL dblink_safe.finish_prepared()")
+    assert error_of(unit, "2pc rolled back", fail=True).sqlstate == "23503"
+    installed.execute("CALL dblink_safe.finish_prepared()")
+    assert remote.execute(prepared)[0][0] == 0
+    assert (
+        rows(remote, remote_db, "2pc committed"),
+        rows(remote, remote_db, "2pc rolled back"),
+    ) == (
+        1,
+        0,
+    )
+    # A session that ends between its COMMIT and phase 2: the resolver commits its work.
+    with local.connect(local_db) as other, other.transaction():
+        ensure(other, target, scope="transaction", remote_tx=True, two_phase=True)
+        insert(other, "2pc left")
+    assert remote.execute(prepared)[0][0] == 1
+    decided = installed.execute(
+        "SELECT decision FROM dblink_safe.resolve_prepared('0 s') WHERE gid IS NOT NULL "
+        "AND decision <> 'forgotten'"
+    ).fetchall()
+    assert decided == [("committed",)]
+    assert remote.execute(prepared)[0][0] == 0
+    assert rows(remote, remote_db, "2pc left") == 1

@@ -297,6 +297,43 @@ def test_set_constraints_immediate_then_a_local_rollback(
     assert rows(remote, participants[0], "immediate") == 0
 
 
+def test_set_constraints_immediate_in_a_savepoint_prepares_nothing_until_the_commit(
+    local: Server, local_db: str, ledger: Conn, remote: Server, participants: list[str]
+) -> None:
+    """Prepared from a subtransaction, the commit record could be rolled back with it while
+    the transaction commits: refused (0A000), and the commit itself prepares it later."""
+    target = remote.conninfo(participants[0])
+    with ledger.transaction():
+        ensure(ledger, target, "p0", scope="transaction", remote_tx=True, two_phase=True)
+        insert(ledger, "savepoint", "p0")
+        with pytest.raises(psycopg.Error) as info, ledger.transaction():
+            ledger.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        assert info.value.sqlstate == "0A000", info.value
+        assert "subtransaction" in (info.value.diag.message_primary or "")
+        assert toolkit_gids(remote) == []
+        ledger.execute("INSERT INTO ledger (note) VALUES ('savepoint')")
+    assert len(toolkit_gids(remote)) == 1
+    ledger.execute("CALL dblink_safe.finish_prepared()")
+    assert toolkit_gids(remote) == []
+    assert assert_atomic(local, local_db, remote, participants[:1], "savepoint") == 1
+    assert records(local, local_db) == 0
+
+
+def test_a_read_only_transaction_is_refused(ledger: Conn, remote: Server, remote_db: str) -> None:
+    with ledger.transaction():
+        ledger.execute("SET TRANSACTION READ ONLY")
+        error = error_of(
+            ensure,
+            ledger,
+            remote.conninfo(remote_db),
+            "a",
+            scope="transaction",
+            remote_tx=True,
+            two_phase=True,
+        )
+    assert error.sqlstate == "25006", error
+
+
 def test_arguments_and_targets_two_phase_refuses(
     ledger: Conn, remote: Server, remote_db: str
 ) -> None:

@@ -12,6 +12,7 @@ DECLARE
     local_xid xid8;
     started timestamptz;
     tag text;
+    row_xmin text;
     n integer;
     failed integer;
     fail_message text;
@@ -41,7 +42,21 @@ BEGIN
         gids := gids || {{ schema }}._gid(links[i], local_xid);
         INSERT INTO {{ schema }}.prepared_xacts (gid, target, conn_name, local_xid)
         VALUES (gids[i], pg_catalog.current_setting({{ guc_target }} || {{ schema }}._key(links[i])),
-                pg_catalog.substr(links[i], 4), local_xid);
+                pg_catalog.substr(links[i], 4), local_xid)
+        RETURNING xmin::text INTO row_xmin;
+        -- Written by a subtransaction (SET CONSTRAINTS ALL IMMEDIATE after a SAVEPOINT or
+        -- in an exception block), the record could be rolled back while the transaction
+        -- commits: the session would then commit the remote work and the resolver roll it
+        -- back. Nothing is prepared; at the real commit the hook runs again.
+        IF row_xmin <> (local_xid::text::bigint & 4294967295)::text THEN
+            RAISE EXCEPTION 'dblink connection "%" cannot be prepared inside a subtransaction',
+                    pg_catalog.substr(links[i], 4)
+                USING ERRCODE = '0A000',
+                      DETAIL = 'SET CONSTRAINTS ALL IMMEDIATE ran after a SAVEPOINT or inside an '
+                               'exception block. Nothing was prepared.',
+                      HINT = 'Let the commit prepare it, or run SET CONSTRAINTS ALL IMMEDIATE '
+                             'outside savepoints and exception blocks.';
+        END IF;
     END LOOP;
     started := pg_catalog.clock_timestamp();
     FOR i IN 1 .. n LOOP

@@ -60,6 +60,13 @@ BEGIN
             USING ERRCODE = '22023',
                   HINT = 'Two-phase commit prepares the remote transaction that remote_tx opens.';
     END IF;
+    IF two_phase AND pg_catalog.current_setting('transaction_read_only') = 'on' THEN
+        RAISE EXCEPTION 'two_phase => true needs a read-write transaction'
+            USING ERRCODE = '25006',
+                  DETAIL = 'Its commit record is written in the local transaction, and the remote '
+                           'transaction of a read-only one is read-only too.',
+                  HINT = 'Use remote_tx => true alone for read-only work.';
+    END IF;
     IF scope = 'transaction' AND pg_catalog.octet_length(conn_name) > 60 THEN
         RAISE EXCEPTION 'conn_name "%..." is % bytes long; transaction-scoped names are limited to 60 bytes',
                 pg_catalog.left(conn_name, 20), pg_catalog.octet_length(conn_name)
