@@ -16,6 +16,7 @@ from pgdblink_safe import __version__, _extension, bench, installer
 from pgdblink_safe import demo as demo_module
 from pgdblink_safe import doctor as doctor_module
 from pgdblink_safe import export as export_module
+from pgdblink_safe import resolve as resolve_module
 from pgdblink_safe._conninfo import scrub
 from pgdblink_safe._servers import PROVIDERS
 from pgdblink_safe.errors import (
@@ -523,6 +524,92 @@ def doctor(dsn: str, schema: str, as_json: bool, explain: str | None) -> None:
             click.echo(f"{finding.code}  {title}: {finding.subject}: {finding.message}")
         click.echo(f"\n{len(findings)} finding(s); pgdblink-safe doctor --explain CODE says more")
     if findings:
+        sys.exit(1)
+
+
+@cli.command()
+@dsn_option
+@schema_option
+@click.option(
+    "--min-age",
+    default=resolve_module.DEFAULT_MIN_AGE,
+    show_default=True,
+    metavar="SECONDS_OR_INTERVAL",
+    help="Leave prepared transactions younger than this (seconds, or an interval such as "
+    "'1 minute') to the sessions that prepared them.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Decide, commit and roll back nothing; each decision counts as still in doubt.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+@click.option(
+    "--print-schedule",
+    type=click.Choice(resolve_module.SCHEDULERS),
+    default=None,
+    help="Print what to install so that pg_cron, cron or systemd runs the resolver every "
+    "minute; connects to nothing.",
+)
+def resolve(
+    dsn: str,
+    schema: str,
+    min_age: str,
+    dry_run: bool,
+    as_json: bool,
+    print_schedule: str | None,
+) -> None:
+    """Finish the two-phase transactions whose sessions left them prepared on a remote.
+
+    Runs SELECT * FROM <schema>.resolve_prepared(...) in a READ COMMITTED transaction of
+    its own, as the role that installed the toolkit or a superuser: COMMIT PREPARED where the
+    local transaction committed with its commit record, ROLLBACK PREPARED where it did not,
+    and forgets commit records whose transaction is finished. Prints one line per decision
+    and a summary. Exit 0 when nothing is left in doubt, 1 when something is (in progress,
+    too young, unreachable, failed, unknown; with --dry-run also would commit and would roll
+    back), 2 on an error.
+
+    \b
+    Examples:
+        pgdblink-safe resolve --dsn postgresql://admin@db1/app --dry-run
+        pgdblink-safe resolve --dsn postgresql://admin@db1/app --min-age 0 --json
+        pgdblink-safe resolve --dsn postgresql://admin@db1/app --print-schedule pg_cron
+    """
+    try:
+        interval = resolve_module.min_age_interval(min_age)
+        if print_schedule is not None:
+            click.echo(resolve_module.schedule(print_schedule, dsn, schema, interval), nl=False)
+            return
+    except ConfigurationError as exc:
+        _fail(str(exc), 1)
+    with _connect(dsn) as conn:
+        database = conn.info.dbname
+        _progress(
+            f"resolving prepared transactions of database {database} "
+            f"(min age {interval}{', dry run' if dry_run else ''})"
+        )
+        decisions = resolve_module.run(conn, schema, interval, dry_run)
+    decisions = [
+        dataclasses.replace(d, message=scrub(d.message, dsn) if d.message else d.message)
+        for d in decisions
+    ]
+    summary = resolve_module.Summary.of(decisions)
+    if as_json:
+        document = {
+            "database": database,
+            "schema": schema,
+            "min_age": interval,
+            "dry_run": dry_run,
+            "rows": [d.as_dict() for d in decisions],
+            "summary": summary.as_dict(),
+        }
+        click.echo(json.dumps(document, indent=2))
+    else:
+        for line in resolve_module.lines(decisions):
+            click.echo(line)
+        prefix = "dry run, nothing changed: " if dry_run else ""
+        click.echo(f"{prefix}{summary.line()}")
+    if summary.in_doubt:
         sys.exit(1)
 
 
