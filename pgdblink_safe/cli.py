@@ -494,8 +494,10 @@ def doctor(dsn: str, schema: str, as_json: bool, explain: str | None) -> None:
     Checks dblink and the toolkit's version, server settings that end idle sessions,
     keepalives, dblink foreign servers without timeout options, user mappings an ordinary
     role cannot use, dblink_connect_u open to non-superusers, passwords written into
-    function bodies (naming the function, never the password), and pg_tle, whose dumps need
-    care. Exit 1 when something is found.
+    function bodies (naming the function, never the password), pg_tle, whose dumps need
+    care, and where two-phase commit is used: targets that take too few prepared
+    transactions or cannot be reached, old prepared transactions, old commit records and a
+    resolver that has not run. Exit 1 when something is found.
 
     \b
     Examples:

@@ -2,11 +2,14 @@
 
 import textwrap
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from pgdblink_safe import _extension
+from pgdblink_safe._conninfo import scrub
 from pgdblink_safe._sqlquote import ident
 from pgdblink_safe.generator import latest_version
 from pgdblink_safe.installer import find_dblink_schema, status
@@ -113,7 +116,63 @@ EXPLANATIONS: dict[str, tuple[str, str]] = {
         "user mapping on it with its own user name and password; see the README's "
         "Autonomous transactions section.",
     ),
+    "PGS012": (
+        "a two-phase target takes too few prepared transactions",
+        "Two-phase commit (ensure_dblink_conn(..., two_phase => true)) prepares the remote "
+        "transaction of each committing session: a remote whose max_prepared_transactions is "
+        "0 refuses it (SQLSTATE 55000), and one whose limit is below this server's "
+        "max_connections can refuse a session when many commit at once, or when prepared "
+        "transactions are left for the resolver. Set max_prepared_transactions on the remote "
+        "to at least this server's max_connections (plus what other servers that prepare "
+        "there need) and restart it; never lower it below the number of transactions "
+        "prepared there, or it will not start.",
+    ),
+    "PGS013": (
+        "a remote holds old prepared transactions",
+        "A transaction this database prepared on a remote has been waiting for its second "
+        "phase for more than a minute. Until it is committed or rolled back it keeps its "
+        "locks (pg_locks shows them with pid NULL) and holds back the remote's xmin horizon, "
+        "so VACUUM cannot remove dead rows there, and it survives restarts. The session that "
+        "prepared it normally finishes it at once; one that died leaves it to the resolver. "
+        "Run `pgdblink-safe resolve` (--dry-run first shows what it would do) and schedule it "
+        "(`pgdblink-safe resolve --print-schedule pg_cron`, cron or systemd).",
+    ),
+    "PGS014": (
+        "commit records pile up",
+        "prepared_xacts holds commit records older than 10 minutes. Each marks a remote "
+        "transaction prepared by a local transaction that committed; the resolver removes it "
+        "once the remote transaction is finished. Records this old mean the resolver has not "
+        "run, cannot reach their targets, or fails there. Run `pgdblink-safe resolve` and "
+        "read its decisions (unreachable and failed say why), and schedule it.",
+    ),
+    "PGS015": (
+        "the resolver has not run recently",
+        "Two-phase commit has been used in this database (two_phase_targets is not empty), "
+        "but resolve_prepared has not run in the last 10 minutes, or never (resolver_runs "
+        "records its last run that was not a dry run). Without it, a remote transaction "
+        "whose session died between the two phases stays prepared, holding its locks. "
+        "Schedule it every minute: `pgdblink-safe resolve --print-schedule pg_cron` (or "
+        "cron, systemd) prints what to install.",
+    ),
+    "PGS016": (
+        "a two-phase target cannot be reached",
+        "doctor could not connect to a target two-phase commit was used with (listed in "
+        "two_phase_targets), or could not read its settings and prepared transactions, "
+        "through ensure_dblink_conn as the role running doctor. The resolver cannot finish "
+        "transactions prepared there either. Check the target (server up, foreign server and "
+        "user mapping, network); a target that is gone for good and holds no prepared "
+        "transactions can be deleted from two_phase_targets.",
+    ),
 }
+
+
+@dataclass(frozen=True)
+class TwoPhaseAges:
+    """How old a prepared transaction, a commit record and the resolver's last run may get."""
+
+    prepared: timedelta = timedelta(minutes=1)
+    commit_record: timedelta = timedelta(minutes=10)
+    resolver: timedelta = timedelta(minutes=10)
 
 
 #: The README's reference of the codes sits between these lines (scripts/doctor_reference.py).
@@ -255,7 +314,164 @@ def _autonomous_findings(conn: psycopg.Connection[Any], schema: str, server: str
     return []
 
 
-def diagnose(conn: psycopg.Connection[Any], schema: str = "dblink_safe") -> list[Finding]:
+def _has_two_phase_tables(conn: psycopg.Connection[Any], schema: str) -> bool:
+    """Whether the toolkit's two-phase tables exist (version 2 on) and this role may read them."""
+    row = conn.execute(
+        "SELECT pg_catalog.bool_and(c.oid IS NOT NULL "
+        "  AND pg_catalog.has_table_privilege(c.oid, 'SELECT')) "
+        "FROM pg_catalog.unnest(ARRAY['prepared_xacts', 'two_phase_targets', "
+        "  'resolver_runs']) AS t(name) "
+        "LEFT JOIN pg_catalog.pg_class c ON c.relname = t.name "
+        "  AND c.relnamespace = (SELECT n.oid FROM pg_catalog.pg_namespace n "
+        "    WHERE n.nspname = %s)",
+        [schema],
+    ).fetchone()
+    return row is not None and row[0] is True
+
+
+def _remote_state(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    dblink_schema: str,
+    target: str,
+    prefix: str,
+    older_than: timedelta,
+) -> tuple[int, int, timedelta | None]:
+    """The remote's max_prepared_transactions, how many of this database's GIDs there are
+    older than ``older_than``, and the age of the oldest of them."""
+    link = "pgdblink_safe_doctor"
+    remote_sql = sql.SQL(
+        "SELECT pg_catalog.current_setting('max_prepared_transactions')::integer, "
+        "pg_catalog.count(p.gid) FILTER (WHERE p.prepared < pg_catalog.now() - {}::interval), "
+        "(pg_catalog.now() - pg_catalog.min(p.prepared))::text "
+        "FROM (SELECT 1) AS one LEFT JOIN pg_catalog.pg_prepared_xacts AS p "
+        "ON p.database = pg_catalog.current_database() "
+        "AND pg_catalog.starts_with(p.gid, {})"
+    ).format(sql.Literal(f"{older_than.total_seconds()} seconds"), sql.Literal(prefix))
+    conn.execute(
+        sql.SQL("SELECT {}.ensure_dblink_conn(%s, %s, max_attempts => 1)").format(
+            sql.Identifier(schema)
+        ),
+        [link, target],
+    )
+    try:
+        row = conn.execute(
+            sql.SQL(
+                "SELECT r.mpt, r.old, r.oldest::interval FROM {}.dblink(%s, %s) "
+                "AS r(mpt integer, old bigint, oldest text)"
+            ).format(sql.Identifier(dblink_schema)),
+            [link, remote_sql.as_string(conn)],
+        ).fetchone()
+    finally:
+        conn.execute(
+            sql.SQL("SELECT {}.safe_dblink_disconnect(%s)").format(sql.Identifier(schema)),
+            [link],
+        )
+    assert row is not None
+    return int(row[0]), int(row[1]), row[2]
+
+
+def _age(value: timedelta) -> str:
+    seconds = int(value.total_seconds())
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"
+
+
+def _two_phase_findings(
+    conn: psycopg.Connection[Any], schema: str, dblink_schema: str, ages: TwoPhaseAges
+) -> list[Finding]:
+    found = []
+    qualified = sql.Identifier(schema)
+    setting = conn.execute("SELECT pg_catalog.current_setting('max_connections')").fetchone()
+    max_connections = int(setting[0]) if setting else 0
+    prefix_row = conn.execute(sql.SQL("SELECT {}._gid_prefix()").format(qualified)).fetchone()
+    prefix = str(prefix_row[0]) if prefix_row else ""
+    targets = conn.execute(
+        sql.SQL(
+            "SELECT t.target, {}._mask_target(t.target) FROM {}.two_phase_targets AS t ORDER BY 2"
+        ).format(qualified, qualified)
+    ).fetchall()
+    for target, shown in targets:
+        subject = f"target {shown}"
+        try:
+            mpt, old, oldest = _remote_state(
+                conn, schema, dblink_schema, target, prefix, ages.prepared
+            )
+        except psycopg.Error as exc:
+            state = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
+            message = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else "", target)
+            found.append(Finding("PGS016", subject, f"{message}{state}"))
+            continue
+        if mpt == 0:
+            found.append(
+                Finding(
+                    "PGS012",
+                    subject,
+                    "max_prepared_transactions is 0 there: PREPARE TRANSACTION fails",
+                )
+            )
+        elif mpt < max_connections:
+            found.append(
+                Finding(
+                    "PGS012",
+                    subject,
+                    f"max_prepared_transactions is {mpt} there, below max_connections "
+                    f"{max_connections} here",
+                )
+            )
+        if old:
+            found.append(
+                Finding(
+                    "PGS013",
+                    subject,
+                    f"{old} transaction(s) prepared by this database for more than "
+                    f"{_age(ages.prepared)}, the oldest for {_age(oldest or ages.prepared)}",
+                )
+            )
+    backlog = conn.execute(
+        sql.SQL(
+            "SELECT pg_catalog.count(*), pg_catalog.now() - pg_catalog.min(p.prepared_at) "
+            "FROM {}.prepared_xacts AS p WHERE p.prepared_at < pg_catalog.now() - %s"
+        ).format(qualified),
+        [ages.commit_record],
+    ).fetchone()
+    if backlog is not None and backlog[0]:
+        found.append(
+            Finding(
+                "PGS014",
+                f"table {schema}.prepared_xacts",
+                f"{backlog[0]} commit record(s) older than {_age(ages.commit_record)}, the "
+                f"oldest {_age(backlog[1])} old",
+            )
+        )
+    if targets:
+        last = conn.execute(
+            sql.SQL(
+                "SELECT r.ran_at, pg_catalog.now() - r.ran_at FROM {}.resolver_runs AS r"
+            ).format(qualified)
+        ).fetchone()
+        if last is None:
+            found.append(Finding("PGS015", "resolve_prepared", "it has never run in this database"))
+        elif last[1] > ages.resolver:
+            found.append(
+                Finding(
+                    "PGS015",
+                    "resolve_prepared",
+                    f"it last ran {_age(last[1])} ago, at {last[0]:%Y-%m-%d %H:%M:%S%z}",
+                )
+            )
+    return found
+
+
+def diagnose(
+    conn: psycopg.Connection[Any],
+    schema: str = "dblink_safe",
+    *,
+    two_phase_ages: TwoPhaseAges = TwoPhaseAges(),
+) -> list[Finding]:
     """Every finding for the database ``conn`` is connected to, most fundamental first."""
     found: list[Finding] = []
     dblink_schema = find_dblink_schema(conn)
@@ -290,6 +506,8 @@ def diagnose(conn: psycopg.Connection[Any], schema: str = "dblink_safe") -> list
     settings = state.settings if state.installed_version is not None else None
     if settings is not None:
         found += _autonomous_findings(conn, schema, settings.autonomous_server)
+    if settings is not None and dblink_schema is not None and _has_two_phase_tables(conn, schema):
+        found += _two_phase_findings(conn, schema, dblink_schema, two_phase_ages)
     row = conn.execute(
         "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_tle'"
     ).fetchone()
