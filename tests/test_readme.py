@@ -56,8 +56,10 @@ def examples(kind: str = "") -> list[tuple[str, str, list[str]]]:
 
 
 def normalize(line: str) -> str:
-    """Times, ports, dates, server versions and checksums vary from run to run; nothing else."""
+    """Times, ports, dates, server versions, checksums and GIDs vary from run to run; nothing
+    else."""
     for pattern, replacement in (
+        (r"\bpgdblink_safe:\d+:\d+:\d+:\d+:[0-9a-f]{8}\b", "GID"),
         (r"\b\d+(\.\d+)? (ms|s)\b", r"N \2"),
         (r"port=\d+", "port=N"),
         (r"PostgreSQL \d+(\.\d+)*", "PostgreSQL N"),
