@@ -594,3 +594,22 @@ def test_doctor_skips_two_phase_checks_at_version_1(
     result = run("doctor", "--dsn", local.client_conninfo(local_db), "--json")
     assert result.returncode == 1, result.stderr
     assert [f["code"] for f in json.loads(result.stdout)] == ["PGS003"]
+
+
+def test_resolve_runs_at_read_committed_whatever_the_default(
+    installed: Conn, local: Server, local_db: str
+) -> None:
+    installed.execute(
+        sql.SQL("ALTER DATABASE {} SET default_transaction_isolation = 'serializable'").format(
+            sql.Identifier(local_db)
+        )
+    )
+    # resolve_prepared itself refuses anything but READ COMMITTED.
+    with (
+        local.connect(local_db) as fresh,
+        pytest.raises(psycopg.errors.InvalidTransactionState),
+    ):
+        fresh.execute("SELECT * FROM dblink_safe.resolve_prepared()")
+    result = run("resolve", "--dsn", local.client_conninfo(local_db))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "finished 0, still in doubt 0"
