@@ -402,7 +402,10 @@ def _two_phase_findings(
             )
         except psycopg.Error as exc:
             state = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
-            message = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else "", target)
+            # The toolkit's error says which connection; its detail says why.
+            why = [exc.diag.message_primary or str(exc).strip()]
+            why += (exc.diag.message_detail or "").splitlines()[:1]
+            message = scrub(": ".join(w for w in why if w), target)
             found.append(Finding("PGS016", subject, f"{message}{state}"))
             continue
         if mpt == 0:

@@ -525,7 +525,7 @@ def test_an_unreachable_target_is_a_finding(
     assert line.startswith(
         "PGS016  a two-phase target cannot be reached: target host=127.0.0.1 port=1 dbname=gone"
     ), line
-    assert "(SQLSTATE 08001)" in line
+    assert line.endswith("failed: Connection refused (SQLSTATE 08001)"), line
     assert SECRET not in result.stdout + result.stderr
 
 
