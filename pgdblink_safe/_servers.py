@@ -22,7 +22,7 @@ from psycopg import sql
 from pgdblink_safe.errors import ThrowawayServerError
 
 #: Settings for a disposable server: fast, loopback only, verbose enough to debug a failure.
-_CONF = {
+CONF = {
     "listen_addresses": "'127.0.0.1'",
     "fsync": "off",
     "synchronous_commit": "off",
@@ -309,7 +309,7 @@ class LocalCluster(Server):
         return self._configure_and_start(extra_conf)
 
     def _configure_and_start(self, extra_conf: dict[str, str] | None) -> "LocalCluster":
-        conf = _CONF | {"unix_socket_directories": f"'{self.base}'"} | (extra_conf or {})
+        conf = CONF | {"unix_socket_directories": f"'{self.base}'"} | (extra_conf or {})
         for attempt in range(5):
             self.port = _free_port()
             with (self.datadir / "postgresql.auto.conf").open("a") as f:

@@ -26,6 +26,7 @@ IN_DOUBT = frozenset(
         "unreachable",
         "failed",
         "unknown",
+        "elsewhere",
         "would commit",
         "would roll back",
     }

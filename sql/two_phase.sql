@@ -6,6 +6,9 @@ CREATE TABLE {{ schema }}.prepared_xacts (
     gid text PRIMARY KEY,
     target text NOT NULL,
     conn_name text NOT NULL,
+    -- '<system identifier>/<database>' of the server that prepared it: the target may lead
+    -- elsewhere later, where the GID's absence says nothing.
+    participant text NOT NULL,
     local_xid xid8 NOT NULL,
     role name NOT NULL DEFAULT CURRENT_USER,
     prepared_at timestamptz NOT NULL DEFAULT pg_catalog.now()

@@ -98,7 +98,15 @@ class Server(_servers.Server):
             yield
         finally:
             for name in values:
-                self.execute(sql.SQL("ALTER SYSTEM RESET {}").format(sql.Identifier(name)))
+                # RESET would also drop what the provider started the server with.
+                if name in _servers.CONF:
+                    self.execute(
+                        sql.SQL("ALTER SYSTEM SET {} = {}").format(
+                            sql.Identifier(name), sql.SQL(_servers.CONF[name])
+                        )
+                    )
+                else:
+                    self.execute(sql.SQL("ALTER SYSTEM RESET {}").format(sql.Identifier(name)))
             self.execute("SELECT pg_reload_conf()")
 
     def restart(self, mode: str = "fast") -> None:

@@ -489,6 +489,7 @@ def test_a_remote_that_cannot_prepare_skips_two_phase_commit(
 ) -> None:
     if not remote.can_restart:
         pytest.skip(f"the {remote.label} server cannot be restarted by this provider")
+    (before,) = remote.execute("SHOW max_prepared_transactions")[0]
     remote.execute("ALTER SYSTEM SET max_prepared_transactions = 0")
     try:
         remote.restart()
@@ -501,7 +502,10 @@ def test_a_remote_that_cannot_prepare_skips_two_phase_commit(
             *("--calls", "2", "--rounds", "1", "--commits", "2"),
         )
     finally:
-        remote.execute("ALTER SYSTEM RESET max_prepared_transactions")
+        # The throwaway servers start with a value of their own: put it back, not the default.
+        remote.execute(
+            sql.SQL("ALTER SYSTEM SET max_prepared_transactions = {}").format(sql.Literal(before))
+        )
         remote.restart()
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()

@@ -568,6 +568,37 @@ def test_resolvers_racing_the_sessions_that_prepared(
     assert records(local, local_db) == 0
 
 
+def test_a_target_that_leads_elsewhere_keeps_its_commit_records(
+    local: Server, local_db: str, ledger: Conn, remote: Server, participants: list[str]
+) -> None:
+    """A foreign server re-pointed to another database between phases: the GID is not there,
+    which says nothing of it. Forgetting its commit record would make the resolver roll back
+    a committed transaction once the server points back."""
+    foreign_server(ledger, "moving", remote, participants[0])
+    user_mapping(ledger, "moving", None, user=remote.user)
+    unit(ledger, ["moving"], "moved")
+    with local.connect(local_db) as admin:
+        admin.execute(
+            sql.SQL("ALTER SERVER moving OPTIONS (SET dbname {})").format(
+                sql.Literal(participants[1])
+            )
+        )
+        decided = resolve(local, local_db)
+        assert [(row[3], row[4]) for row in decided] == [("elsewhere", "55000")], decided
+        assert participants[0] in decided[0][5] and participants[1] in decided[0][5]
+        assert records(local, local_db) == 1
+        admin.execute(
+            sql.SQL("ALTER SERVER moving OPTIONS (SET dbname {})").format(
+                sql.Literal(participants[0])
+            )
+        )
+    decided = resolve(local, local_db)
+    assert [row[3] for row in decided if row[3] != "forgotten"] == ["committed"], decided
+    assert toolkit_gids(remote) == []
+    assert assert_atomic(local, local_db, remote, participants[:1], "moved") == 1
+    assert records(local, local_db) == 0
+
+
 # --- roles -------------------------------------------------------------------------------
 
 
@@ -607,8 +638,9 @@ def test_a_role_through_a_foreign_server_and_what_it_may_do(
             # A commit record for another transaction cannot be planted.
             error = error_of(
                 app.execute,
-                "INSERT INTO dblink_safe.prepared_xacts (gid, target, conn_name, local_xid) "
-                "VALUES ('x', 'participant', 'x', '1')",
+                "INSERT INTO dblink_safe.prepared_xacts "
+                "(gid, target, conn_name, participant, local_xid) "
+                "VALUES ('x', 'participant', 'x', 'x', '1')",
             )
             assert error.sqlstate == "42501"
             error = error_of(app.execute, "SELECT * FROM dblink_safe.resolve_prepared()")

@@ -562,8 +562,9 @@ def test_commit_record_backlog_and_a_stale_resolver_are_findings(
     found = doctor_findings(installed)
     assert [f.message for f in found["PGS015"]] == ["it has never run in this database"]
     installed.execute(
-        "INSERT INTO dblink_safe.prepared_xacts (gid, target, conn_name, local_xid, "
-        "prepared_at) VALUES ('pgdblink_safe:old', %s, 'c', '1', now() - interval '1 hour')",
+        "INSERT INTO dblink_safe.prepared_xacts (gid, target, conn_name, participant, "
+        "local_xid, prepared_at) "
+        "VALUES ('pgdblink_safe:old', %s, 'c', '1/x', '1', now() - interval '1 hour')",
         [target],
     )
     installed.execute(

@@ -16,6 +16,7 @@ DECLARE
         '; SET LOCAL idle_in_transaction_session_timeout = ',
         {{ remote_tx_idle_timeout_ms }});
     slots integer;
+    participant text;
 BEGIN
     -- Isolation as postgres_fdw chooses it: serializable stays serializable, anything else
     -- becomes repeatable read so that one local statement sees one remote snapshot. The
@@ -23,11 +24,15 @@ BEGIN
     -- long) is local to the transaction, so that a pooled server connection keeps nothing.
     IF ({{ schema }}._meta(link) ->> 'two_phase')::boolean THEN
         -- In the same round trip: whether the remote can prepare at all, checked before
-        -- any work is done rather than at commit.
-        SELECT r.n INTO slots FROM {{ dblink }}.dblink(link, begin_sql
-            || '; SELECT pg_catalog.current_setting(''max_prepared_transactions'')::integer')
-            AS r(n integer);
+        -- any work is done rather than at commit, and which server and database this is,
+        -- for the commit record.
+        SELECT r.n, r.p INTO slots, participant FROM {{ dblink }}.dblink(link, begin_sql
+            || '; SELECT pg_catalog.current_setting(''max_prepared_transactions'')::integer, '
+            || 'pg_catalog.concat((SELECT c.system_identifier FROM pg_catalog.pg_control_system() AS c), '
+            || '''/'', pg_catalog.current_database())')
+            AS r(n integer, p text);
         PERFORM {{ schema }}._mark_tx(link, true);
+        PERFORM {{ schema }}._note(link, pg_catalog.jsonb_build_object('participant', participant));
         IF slots = 0 THEN
             PERFORM {{ dblink }}.dblink_exec(link, 'ROLLBACK');
             PERFORM {{ schema }}._mark_tx(link, false);

@@ -40,9 +40,10 @@ BEGIN
     -- transaction commits, and then only.
     FOR i IN 1 .. n LOOP
         gids := gids || {{ schema }}._gid(links[i], local_xid);
-        INSERT INTO {{ schema }}.prepared_xacts (gid, target, conn_name, local_xid)
+        INSERT INTO {{ schema }}.prepared_xacts (gid, target, conn_name, participant, local_xid)
         VALUES (gids[i], pg_catalog.current_setting({{ guc_target }} || {{ schema }}._key(links[i])),
-                pg_catalog.substr(links[i], 4), local_xid)
+                pg_catalog.substr(links[i], 4),
+                COALESCE({{ schema }}._meta(links[i]) ->> 'participant', ''), local_xid)
         RETURNING xmin::text INTO row_xmin;
         -- Written by a subtransaction (SET CONSTRAINTS ALL IMMEDIATE after a SAVEPOINT or
         -- in an exception block), the record could be rolled back while the transaction
@@ -117,7 +118,7 @@ BEGIN
         PERFORM {{ schema }}._mark_tx(links[i], false);
         PERFORM {{ schema }}._note(links[i], pg_catalog.jsonb_build_object('prepared', gids[i]));
     END LOOP;
-    failed := (SELECT min(o.i) FROM pg_catalog.unnest(outcome) WITH ORDINALITY AS o(s, i)
+    failed := (SELECT min(o.i)::integer FROM pg_catalog.unnest(outcome) WITH ORDINALITY AS o(s, i)
                WHERE o.s IS DISTINCT FROM 'prepared');
     IF failed IS NULL THEN
         RETURN;

@@ -17,6 +17,8 @@ DECLARE
     aged boolean[];
     logged text[];
     still text[];
+    here text;
+    elsewhere boolean;
     status text;
     to_commit boolean;
     fail_state text;
@@ -26,6 +28,7 @@ DECLARE
     in_doubt integer := 0;
     err_state text;
     err_message text;
+    err_detail text;
 BEGIN
     IF min_age IS NULL OR dry_run IS NULL THEN
         RAISE EXCEPTION 'min_age and dry_run must not be NULL' USING ERRCODE = '22004';
@@ -83,15 +86,19 @@ BEGIN
             FROM {{ dblink }}.dblink_get_result(link) AS r(g text, o boolean);
             PERFORM 1 FROM {{ dblink }}.dblink_get_result(link, false) AS r(x text);
         EXCEPTION WHEN OTHERS OR query_canceled THEN
-            GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE, err_message = MESSAGE_TEXT;
+            GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE, err_message = MESSAGE_TEXT,
+                                    err_detail = PG_EXCEPTION_DETAIL;
             BEGIN
                 PERFORM {{ schema }}.safe_dblink_disconnect(link);
             EXCEPTION WHEN OTHERS THEN
                 NULL;
             END;
             in_doubt := in_doubt + 1;
+            -- The cause (refused, timed out, authentication) is in the detail's first line.
             RETURN QUERY SELECT {{ schema }}._mask_target(t), NULL::text, NULL::xid8,
-                'unreachable'::text, err_state, {{ schema }}._scrub(err_message, t);
+                'unreachable'::text, err_state,
+                {{ schema }}._scrub(pg_catalog.concat_ws(': ', err_message,
+                    NULLIF(pg_catalog.split_part(COALESCE(err_detail, ''), E'\n', 1), '')), t);
             CONTINUE;
         END;
         FOR i IN 1 .. pg_catalog.cardinality(listed) LOOP
@@ -169,26 +176,38 @@ BEGIN
         BEGIN
             started := pg_catalog.clock_timestamp();
             PERFORM {{ dblink }}.dblink_send_query(link, pg_catalog.format(
-                'SELECT gid FROM pg_catalog.pg_prepared_xacts '
+                'SELECT pg_catalog.concat((SELECT c.system_identifier '
+                'FROM pg_catalog.pg_control_system() AS c), ''/'', pg_catalog.current_database()), '
+                'ARRAY(SELECT gid FROM pg_catalog.pg_prepared_xacts '
                 'WHERE database = pg_catalog.current_database() '
-                'AND pg_catalog.starts_with(gid, %L)', prefix));
+                'AND pg_catalog.starts_with(gid, %L))', prefix));
             PERFORM {{ schema }}._await(link, {{ remote_commit_timeout_s }}, started);
-            SELECT COALESCE(pg_catalog.array_agg(r.g), '{}') INTO still
-            FROM {{ dblink }}.dblink_get_result(link) AS r(g text);
+            SELECT r.p, r.g INTO here, still
+            FROM {{ dblink }}.dblink_get_result(link) AS r(p text, g text[]);
             PERFORM 1 FROM {{ dblink }}.dblink_get_result(link, false) AS r(x text);
         EXCEPTION WHEN OTHERS OR query_canceled THEN
             still := NULL;
         END;
         IF still IS NOT NULL THEN
-            FOR gid, local_xid IN
-                SELECT p.gid, p.local_xid FROM {{ schema }}.prepared_xacts AS p
+            -- Only where the record's transaction was prepared: a target that leads to
+            -- another server or database now says nothing about its GIDs.
+            FOR gid, local_xid, elsewhere IN
+                SELECT p.gid, p.local_xid, p.participant <> here
+                FROM {{ schema }}.prepared_xacts AS p
                 WHERE p.gid = ANY (logged) AND NOT p.gid = ANY (still)
                 ORDER BY p.gid
             LOOP
                 target := {{ schema }}._mask_target(t);
                 sqlstate := NULL;
                 message := NULL;
-                IF dry_run THEN
+                IF elsewhere THEN
+                    decision := 'elsewhere';
+                    sqlstate := '55000';
+                    message := pg_catalog.format('prepared on %s; the target now leads to %s',
+                        (SELECT p.participant FROM {{ schema }}.prepared_xacts AS p
+                         WHERE p.gid = resolve_prepared.gid), here);
+                    in_doubt := in_doubt + 1;
+                ELSIF dry_run THEN
                     decision := 'would forget';
                 ELSE
                     DELETE FROM {{ schema }}.prepared_xacts AS p WHERE p.gid = resolve_prepared.gid;
