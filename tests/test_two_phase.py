@@ -494,6 +494,40 @@ def test_network_cut_during_phase_2(
     assert assert_atomic(local, local_db, remote, participants, "cut") == 1
 
 
+def test_a_prepare_whose_reply_is_lost(
+    local: Server,
+    local_db: str,
+    ledger: Conn,
+    remote: Server,
+    remote_db: str,
+    commit_reply_lost: str,
+) -> None:
+    """The remote wrote the PREPARE, then its backend was terminated while it waited for a
+    synchronous standby: the local commit fails (08006), the GID stays prepared with no
+    commit record, and the resolver rolls it back."""
+    outcome = in_background(local, local_db, lambda c: unit(c, [commit_reply_lost], "reply lost"))
+    query = sql.SQL(
+        "SELECT pid FROM pg_stat_activity WHERE datname = {} AND wait_event = 'SyncRep'"
+    ).format(sql.Literal(remote_db))
+    pid = int(wait_for(lambda: remote.execute(query), 30, "the PREPARE to wait")[0][0])
+    remote.execute(sql.SQL("SELECT pg_terminate_backend({})").format(sql.Literal(pid)))
+    error = finish(outcome)["error"]
+    assert error.sqlstate == "08006", error
+    assert "resolve_prepared" in (error.diag.message_detail or "")
+    assert len(toolkit_gids(remote)) == 1
+    # The standby trouble over (the resolver's ROLLBACK PREPARED would wait for it too).
+    remote.execute("ALTER SYSTEM RESET synchronous_standby_names")
+    remote.execute("SELECT pg_reload_conf()")
+    wait_for(
+        lambda: remote.execute("SHOW synchronous_standby_names") == [("",)],
+        10,
+        "the reload",
+    )
+    assert [row[3] for row in resolve(local, local_db)] == ["rolled back"]
+    assert toolkit_gids(remote) == []
+    assert assert_atomic(local, local_db, remote, [remote_db], "reply lost") == 0
+
+
 def test_resolve_twice_changes_nothing_the_second_time(
     local: Server, local_db: str, ledger: Conn, remote: Server, participants: list[str]
 ) -> None:
