@@ -149,6 +149,25 @@ def paused_backend(local: Server, local_db: str) -> int:
     return int(wait_for(lambda: local.execute(query), 30, "the commit to pause")[0][0])
 
 
+@contextlib.contextmanager
+def paused_after_prepare(
+    local: Server, local_db: str, targets: list[str], note: str
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """A unit of work in a session of its own, held between its PREPAREs and its local
+    commit: yields that session's backend and the outcome, which is complete once the block
+    (which must kill, crash or cancel it) is left."""
+    with pausing(local, local_db):
+        outcome = in_background(
+            local, local_db, lambda c: unit(c, targets, note, pause_after_prepare)
+        )
+        yield paused_backend(local, local_db), outcome
+        finish(outcome)
+
+
+def terminate(server: Server, pid: int) -> None:
+    server.execute(sql.SQL("SELECT pg_terminate_backend({})").format(sql.Literal(pid)))
+
+
 def restartable(*servers: Server) -> None:
     for server in servers:
         if not isinstance(server, LocalCluster):
@@ -378,14 +397,10 @@ def test_local_backend_killed_after_prepare(
     local: Server, local_db: str, ledger: Conn, remote: Server, participants: list[str]
 ) -> None:
     targets = [remote.conninfo(db) for db in participants]
-    with pausing(local, local_db):
-        outcome = in_background(
-            local, local_db, lambda c: unit(c, targets, "killed", pause_after_prepare)
-        )
-        pid = paused_backend(local, local_db)
+    with paused_after_prepare(local, local_db, targets, "killed") as (pid, outcome):
         assert len(toolkit_gids(remote)) == 2
-        local.execute(sql.SQL("SELECT pg_terminate_backend({})").format(sql.Literal(pid)))
-        assert "error" in finish(outcome)
+        terminate(local, pid)
+    assert "error" in outcome
     # No session is left to finish them: the resolver does, from the missing commit record.
     decided = resolve(local, local_db)
     assert sorted(row[3] for row in decided) == ["rolled back", "rolled back"], decided
@@ -397,18 +412,14 @@ def test_resolve_leaves_young_and_running_transactions_alone(
     local: Server, local_db: str, ledger: Conn, remote: Server, participants: list[str]
 ) -> None:
     targets = [remote.conninfo(db) for db in participants[:1]]
-    with pausing(local, local_db):
-        outcome = in_background(
-            local, local_db, lambda c: unit(c, targets, "running", pause_after_prepare)
-        )
-        pid = paused_backend(local, local_db)
+    with paused_after_prepare(local, local_db, targets, "running") as (pid, outcome):
         try:
             assert [row[3] for row in resolve(local, local_db, "1 hour")] == ["too young"]
             assert [row[3] for row in resolve(local, local_db)] == ["in progress"]
             assert len(toolkit_gids(remote)) == 1
         finally:
             local.execute(sql.SQL("SELECT pg_cancel_backend({})").format(sql.Literal(pid)))
-        assert finish(outcome)["error"].sqlstate == "57014"
+    assert outcome["error"].sqlstate == "57014"
     assert [row[3] for row in resolve(local, local_db)] == ["rolled back"]
     assert toolkit_gids(remote) == []
 
@@ -429,13 +440,9 @@ def test_local_immediate_crash(
     targets = [remote.conninfo(db) for db in participants]
     note = f"crash {when}"
     if when == "after prepare":
-        with pausing(local, local_db):
-            outcome = in_background(
-                local, local_db, lambda c: unit(c, targets, note, pause_after_prepare)
-            )
-            paused_backend(local, local_db)
+        with paused_after_prepare(local, local_db, targets, note) as (_, outcome):
             local.stop_server("immediate")
-            assert "error" in finish(outcome)
+        assert "error" in outcome
     else:
         with local.connect(local_db) as session:
             unit(session, targets, note)
@@ -510,7 +517,7 @@ def test_a_prepare_whose_reply_is_lost(
         "SELECT pid FROM pg_stat_activity WHERE datname = {} AND wait_event = 'SyncRep'"
     ).format(sql.Literal(remote_db))
     pid = int(wait_for(lambda: remote.execute(query), 30, "the PREPARE to wait")[0][0])
-    remote.execute(sql.SQL("SELECT pg_terminate_backend({})").format(sql.Literal(pid)))
+    terminate(remote, pid)
     error = finish(outcome)["error"]
     assert error.sqlstate == "08006", error
     assert "resolve_prepared" in (error.diag.message_detail or "")
@@ -532,13 +539,8 @@ def test_resolve_twice_changes_nothing_the_second_time(
     local: Server, local_db: str, ledger: Conn, remote: Server, participants: list[str]
 ) -> None:
     targets = [remote.conninfo(db) for db in participants]
-    with pausing(local, local_db):
-        outcome = in_background(
-            local, local_db, lambda c: unit(c, targets, "twice", pause_after_prepare)
-        )
-        pid = paused_backend(local, local_db)
-        local.execute(sql.SQL("SELECT pg_terminate_backend({})").format(sql.Literal(pid)))
-        finish(outcome)
+    with paused_after_prepare(local, local_db, targets, "twice") as (pid, _):
+        terminate(local, pid)
     unit(ledger, targets, "twice committed")
     local.execute("SELECT 1")
     # The killed unit's two GIDs are rolled back, the committed one's two committed.
@@ -766,17 +768,11 @@ def _run_point(
     note: str,
 ) -> None:
     if point in ("backend killed after prepare", "immediate crash after prepare"):
-        with pausing(local, local_db):
-            outcome = in_background(
-                local, local_db, lambda c: unit(c, targets, note, pause_after_prepare)
-            )
-            pid = paused_backend(local, local_db)
+        with paused_after_prepare(local, local_db, targets, note) as (pid, _):
             if point == "backend killed after prepare":
-                local.execute(sql.SQL("SELECT pg_terminate_backend({})").format(sql.Literal(pid)))
-                finish(outcome)
+                terminate(local, pid)
             else:
                 local.stop_server("immediate")
-                finish(outcome)
         if point == "immediate crash after prepare":
             local.start_server()
         return
