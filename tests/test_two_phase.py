@@ -713,8 +713,19 @@ _POINTS = (
     "participant restart between phases",
     "network cut during phase 2",
     "resolver before phase 2",
+    "participant crash during prepare",
 )
 _RUNS_PER_POINT = 25
+
+#: On each participant, a deferred trigger that holds the PREPARE of a unit whose note starts
+#: with 'hold ' until the test lets go of an advisory lock (deferred triggers fire at PREPARE).
+_HOLD_LOCK = 4343
+_HOLD = f"""
+CREATE FUNCTION hold() RETURNS trigger LANGUAGE plpgsql AS
+$$ BEGIN PERFORM pg_advisory_xact_lock({_HOLD_LOCK}); RETURN NULL; END $$;
+CREATE CONSTRAINT TRIGGER hold AFTER INSERT ON items DEFERRABLE INITIALLY DEFERRED
+FOR EACH ROW WHEN (NEW.note LIKE 'hold %') EXECUTE FUNCTION hold();
+"""
 
 
 def test_randomized_crash_points(
@@ -724,6 +735,8 @@ def test_randomized_crash_points(
     resolver has run, every participant matches the local outcome and no GID is left."""
     restartable(local, remote)
     assert isinstance(local, LocalCluster) and isinstance(remote, LocalCluster)
+    for db in participants:
+        remote.execute(_HOLD, db)
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
     plan = [point for point in _POINTS for _ in range(_RUNS_PER_POINT)]
@@ -740,8 +753,8 @@ def test_randomized_crash_points(
             seen[point] += 1
             count = rng.choice([1, 2])
             targets = through[:count]
-            note = f"run {n}"
-            _run_point(point, local, local_db, remote, proxy, targets, note)
+            note = f"hold {n}" if point == "participant crash during prepare" else f"run {n}"
+            _run_point(point, local, local_db, remote, participants, proxy, targets, note)
             proxy.accept()
             left = resolve(local, local_db)
             assert all(row[3] not in ("failed", "unknown") for row in left), (seed, n, left)
@@ -763,10 +776,33 @@ def _run_point(
     local: LocalCluster,
     local_db: str,
     remote: LocalCluster,
+    participants: list[str],
     proxy: TcpProxy,
     targets: list[str],
     note: str,
 ) -> None:
+    if point == "participant crash during prepare":
+        # The participants stop while their PREPAREs wait: the local commit fails, and
+        # whatever the remote wrote of them before the stop decides nothing.
+        holders = [remote.connect(db) for db in participants]
+        try:
+            for holder in holders:
+                holder.execute("SELECT pg_advisory_lock(%s)", [_HOLD_LOCK])
+            outcome = in_background(local, local_db, lambda c: unit(c, targets, note))
+            query = sql.SQL(
+                "SELECT pid FROM pg_stat_activity WHERE wait_event = 'advisory' "
+                "AND query LIKE 'PREPARE TRANSACTION%'"
+            )
+            wait_for(lambda: remote.execute(query), 30, "a PREPARE to wait")
+            remote.stop_server("immediate")
+            error = finish(outcome)["error"]
+            assert error.sqlstate in ("08006", "57014"), error
+        finally:
+            for holder in holders:
+                with contextlib.suppress(psycopg.Error):
+                    holder.close()
+        remote.start_server()
+        return
     if point in ("backend killed after prepare", "immediate crash after prepare"):
         with paused_after_prepare(local, local_db, targets, note) as (pid, _):
             if point == "backend killed after prepare":
