@@ -16,9 +16,11 @@ CREATE TABLE {{ schema }}.prepared_xacts (
 REVOKE ALL ON TABLE {{ schema }}.prepared_xacts FROM PUBLIC;
 ALTER TABLE {{ schema }}.prepared_xacts ENABLE ROW LEVEL SECURITY;
 CREATE POLICY own_transaction ON {{ schema }}.prepared_xacts
-USING (role OPERATOR(pg_catalog.=) CURRENT_USER)
-WITH CHECK (role OPERATOR(pg_catalog.=) CURRENT_USER
-            AND local_xid OPERATOR(pg_catalog.=) pg_catalog.pg_current_xact_id());
+USING (role OPERATOR (pg_catalog.=) CURRENT_USER)
+WITH CHECK (
+    role OPERATOR (pg_catalog.=) CURRENT_USER
+    AND local_xid OPERATOR (pg_catalog.=) pg_catalog.pg_current_xact_id()
+);
 COMMENT ON TABLE {{ schema }}.prepared_xacts IS
 'pgdblink_safe: one row per remote transaction prepared at a local commit; a visible row '
 'means its local transaction committed';
@@ -37,7 +39,7 @@ COMMENT ON TABLE {{ schema }}.two_phase_targets IS
 
 -- The last run of resolve_prepared that was not a dry run, for doctor.
 CREATE TABLE {{ schema }}.resolver_runs (
-    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    only_row boolean PRIMARY KEY DEFAULT TRUE CHECK (only_row),
     ran_at timestamptz NOT NULL,
     ran_by name NOT NULL,
     finished integer NOT NULL,

@@ -8,6 +8,6 @@ BEGIN
     PERFORM {{ schema }}._sweep();
 END;
 $fn$;
-COMMENT ON PROCEDURE {{ schema }}.finish_prepared() IS
+COMMENT ON PROCEDURE {{ schema }}.finish_prepared() IS  -- noqa: LT01
 'pgdblink_safe: finishes phase 2 of this session''s two-phase transactions that have ended '
 '(COMMIT or ROLLBACK PREPARED on each remote)';
