@@ -2880,8 +2880,12 @@ BEGIN
                 'PREPARE TRANSACTION ' || pg_catalog.quote_literal(gids[i]));
             outcome[i] := 'sent';
         EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE;
-            outcome[i] := err_state;
+            GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE, err_message = MESSAGE_TEXT;
+            -- A connection that went away (a shutdown or terminate code included) is lost.
+            outcome[i] := CASE WHEN {{ schema }}._is_broken(err_state, err_message)
+                THEN '08006' ELSE err_state END;
+            fail_message := COALESCE(fail_message, {{ schema }}._scrub(err_message,
+                pg_catalog.current_setting({{ guc_target }} || {{ schema }}._key(links[i]), true)));
         END;
     END LOOP;
     FOR i IN 1 .. n LOOP
@@ -2909,7 +2913,8 @@ BEGIN
             GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE,
                                     err_message = MESSAGE_TEXT,
                                     err_detail = PG_EXCEPTION_DETAIL;
-            outcome[i] := err_state;
+            outcome[i] := CASE WHEN {{ schema }}._is_broken(err_state, err_message)
+                THEN '08006' ELSE err_state END;
             IF fail_message IS NULL THEN
                 fail_message := {{ schema }}._scrub(
                     pg_catalog.concat_ws(': ', err_message, NULLIF(err_detail, '')),
