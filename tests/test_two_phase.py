@@ -535,6 +535,86 @@ def test_a_prepare_whose_reply_is_lost(
     assert assert_atomic(local, local_db, remote, [remote_db], "reply lost") == 0
 
 
+@pytest.mark.parametrize("fault", ["terminated", "immediate restart"])
+def test_a_participant_lost_before_prepare_is_sent(
+    fault: str, local: Server, local_db: str, ledger: Conn, remote: Server, remote_db: str
+) -> None:
+    """The participant's backend goes away between the last statement and the local COMMIT:
+    PREPARE cannot be sent, the local commit fails with 08006, and nothing is left."""
+    if fault == "immediate restart":
+        restartable(remote)
+    assert isinstance(remote, LocalCluster) or fault == "terminated"
+    target = remote.conninfo(remote_db)
+
+    def lose(conn: Conn) -> None:
+        pid = int(
+            scalar(conn, "SELECT p FROM dblink('tx:p0', 'SELECT pg_backend_pid()') AS t(p int)")
+        )
+        if fault == "terminated":
+            terminate(remote, pid)
+            wait_for(
+                lambda: (
+                    not remote.execute(
+                        sql.SQL("SELECT 1 FROM pg_stat_activity WHERE pid = {}").format(
+                            sql.Literal(pid)
+                        )
+                    )
+                ),
+                10,
+                "the backend to end",
+            )
+        else:
+            assert isinstance(remote, LocalCluster)
+            # The test servers commit asynchronously: the table must survive the stop.
+            remote.execute("CHECKPOINT")
+            remote.stop_server("immediate")
+            remote.start_server()
+
+    error = error_of(unit, ledger, [target], f"lost {fault}", lose)
+    assert error.sqlstate == "08006", error
+    assert "p0" in (error.diag.message_primary or "")
+    assert toolkit_gids(remote) == []
+    assert assert_atomic(local, local_db, remote, [remote_db], f"lost {fault}") == 0
+    assert records(local, local_db) == 0
+    assert resolve(local, local_db) == []
+
+
+def test_a_commit_prepared_whose_reply_is_lost(
+    local: Server, local_db: str, ledger: Conn, remote: Server, remote_db: str
+) -> None:
+    """Phase 2's COMMIT PREPARED is written, then its backend is terminated while it waits
+    for a synchronous standby: the session warns and carries on, the row is there, and the
+    resolver only removes the commit record."""
+    target = remote.conninfo(remote_db, options="-c synchronous_commit=on")
+    unit(ledger, [target], "phase 2 lost")
+    assert len(toolkit_gids(remote)) == 1
+    with remote.settings(synchronous_standby_names="never_there"):
+        wait_for(
+            lambda: remote.execute("SHOW synchronous_standby_names") == [("never_there",)],
+            10,
+            "the reload",
+        )
+        warnings: list[str] = []
+        ledger.add_notice_handler(lambda d: warnings.append(str(d.message_primary)))
+        query = sql.SQL(
+            "SELECT pid FROM pg_stat_activity WHERE datname = {} AND wait_event = 'SyncRep'"
+        ).format(sql.Literal(remote_db))
+        finishing = threading.Thread(
+            target=lambda: ledger.execute("CALL dblink_safe.finish_prepared()")
+        )
+        finishing.start()
+        pid = int(wait_for(lambda: remote.execute(query), 30, "COMMIT PREPARED to wait")[0][0])
+        terminate(remote, pid)
+        finishing.join(60)
+        assert not finishing.is_alive()
+    assert any("phase 2" in w for w in warnings), warnings
+    assert toolkit_gids(remote) == []
+    assert rows(remote, remote_db, "phase 2 lost") == 1
+    assert records(local, local_db) == 1
+    assert [row[3] for row in resolve(local, local_db)] == ["forgotten"]
+    assert records(local, local_db) == 0
+
+
 def test_resolve_twice_changes_nothing_the_second_time(
     local: Server, local_db: str, ledger: Conn, remote: Server, participants: list[str]
 ) -> None:
