@@ -252,7 +252,9 @@ def test_a_node_that_refuses_connections(
         proxy.refuse()
         proxy.cut()
         result = fanout_exec(installed, [*names(nodes), gone.name], deadline="2 s")
-        assert result["seconds"] < 2
+        # The promise: the deadline plus the 0.5 s grace. Reconnect attempts to the refusing
+        # node may use the whole deadline.
+        assert result["seconds"] < 2.5
         state, message, status = result["nodes"]["gone"]
         assert (state, status) == ("08001", None)
         assert "could not open dblink connection" in message
